@@ -1,0 +1,65 @@
+"""Content-addressed, write-once blob store for sample bytes.
+
+A blob's key is the sha256 of its bytes, laid out as ``<root>/blobs/ab/cd/<sha256>`` so no
+folder grows past 65,536 entries. Storing the same bytes twice stores them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from flywheel import storage
+from flywheel.errors import IntegrityError, InvalidInputError
+
+SHA256_HEX_LEN = 64
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    uri: str
+    created: bool  # False when the bytes were already stored (dedup)
+
+
+class BlobStore:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._loc = storage.open_location(root)
+
+    def _path(self, sha: str) -> str:
+        if len(sha) != SHA256_HEX_LEN or any(c not in "0123456789abcdef" for c in sha):
+            raise InvalidInputError(f"not a sha256 blob key: {sha!r}")
+        return self._loc.path("blobs", sha[:2], sha[2:4], sha)
+
+    def uri(self, sha: str) -> str:
+        return self._loc.uri(self._path(sha))
+
+    def put(self, data: bytes) -> StoredBlob:
+        sha = sha256_hex(data)
+        created = storage.write_once(self._loc.fs, self._path(sha), data)
+        return StoredBlob(sha, self.uri(sha), created)
+
+    def get(self, sha: str, verify: bool = True) -> bytes:
+        data = storage.read_bytes(self._loc.fs, self._path(sha))
+        if verify and sha256_hex(data) != sha:
+            raise IntegrityError(f"blob {sha} does not match its checksum")
+        return data
+
+    def exists(self, sha: str) -> bool:
+        return storage.exists(self._loc.fs, self._path(sha))
+
+    def delete(self, sha: str) -> None:
+        """Only for undoing a write whose metadata transaction failed."""
+        storage.delete(self._loc.fs, self._path(sha))
+
+    # Picklable by root, so DataLoader worker processes can reopen the filesystem.
+    def __getstate__(self) -> dict[str, str]:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["root"])  # type: ignore[misc]

@@ -1,0 +1,330 @@
+"""The ``flywheel`` command line (typer + rich).
+
+User mistakes (a bad path, an unknown version, a bad option) print one red line and exit
+with status 1; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flywheel.config import Settings, load_settings
+from flywheel.dataset_versions import VersionDiff, VersionInfo
+from flywheel.errors import FlywheelError
+from flywheel.ingest import (
+    Candidate,
+    IngestReport,
+    SplitPlan,
+    digits_candidates,
+    imagefolder_candidates,
+    ingest_candidates,
+    manifest_candidates,
+)
+from flywheel.workspace import MARKER, Workspace, open_workspace
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+ingest_app = typer.Typer(no_args_is_help=True, help="Import images into the store.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset versions: list, show, diff, export.")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings file.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Override settings.data_dir.")
+    ] = None,
+) -> None:
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    ctx.obj = load_settings(config, **overrides)
+
+
+@contextmanager
+def _workspace(ctx: typer.Context) -> Iterator[Workspace]:
+    settings: Settings = ctx.obj
+    ws = open_workspace(settings)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+# --- init / ingest ----------------------------------------------------------------------
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the data folder and the database (or upgrade an existing one)."""
+    with _workspace(ctx) as ws:
+        s = ws.settings
+        console.print(f"[green]ready[/] data dir {Path(s.data_dir).resolve()}")
+        console.print(f"  database  {s.database_url}")
+        console.print(f"  store     {s.storage_root}")
+        console.print(f"  mlflow    {s.mlflow_tracking_uri}")
+
+
+def _print_report(report: IngestReport, max_rejections: int = 20) -> None:
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(report.by_split.items())) or "none"
+    console.print(
+        f"[green]added {report.added}[/] samples ({splits}); "
+        f"{report.labels_added} seed labels; {len(report.duplicates)} duplicates skipped; "
+        f"[{'red' if report.rejected else 'green'}]{len(report.rejected)} rejected[/]"
+    )
+    if report.rejected:
+        table = Table("file", "reason", title="rejected")
+        for r in report.rejected[:max_rejections]:
+            table.add_row(r.name, r.reason)
+        console.print(table)
+        if len(report.rejected) > max_rejections:
+            console.print(f"... and {len(report.rejected) - max_rejections} more")
+
+
+LabelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--labels-per-class",
+        min=0,
+        help="Keep this many labels per class as seed labels; the rest of the labeled "
+        "images join the pool with their labels hidden (for measuring only).",
+    ),
+]
+TestOpt = Annotated[
+    float,
+    typer.Option(
+        "--test-fraction", min=0.0, max=0.99, help="Stratified share frozen as test split."
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split assignment.")]
+
+
+def _run_ingest(ctx: typer.Context, candidates: list[Candidate], source: str, plan: SplitPlan):
+    with _workspace(ctx) as ws, _progress(f"ingest {source}") as update:
+        report = ingest_candidates(
+            ws.db, ws.blobs, candidates, source, ws.settings.ingest, plan, update
+        )
+    _print_report(report)
+    return report
+
+
+@ingest_app.command("imagefolder")
+def ingest_imagefolder(
+    ctx: typer.Context,
+    root: Annotated[Path, typer.Argument(help="root/<class>/*.png; loose images = unlabeled")],
+    labels_per_class: LabelsOpt = None,
+    test_fraction: TestOpt = 0.0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Import an ImageFolder tree (torchvision layout)."""
+    plan = SplitPlan(labels_per_class, test_fraction, seed)
+    _run_ingest(ctx, imagefolder_candidates(root), f"imagefolder:{root.resolve().name}", plan)
+
+
+@ingest_app.command("manifest")
+def ingest_manifest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Parquet or CSV with uri[, label][, split]")],
+    labels_per_class: LabelsOpt = None,
+    test_fraction: TestOpt = 0.0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Import the images a manifest lists (paths relative to it, or URIs)."""
+    plan = SplitPlan(labels_per_class, test_fraction, seed)
+    _run_ingest(ctx, manifest_candidates(path), f"manifest:{path.name}", plan)
+
+
+@ingest_app.command("digits")
+def ingest_digits(
+    ctx: typer.Context,
+    labels_per_class: LabelsOpt = 5,
+    test_fraction: TestOpt = 0.3,
+    seed: SeedOpt = 0,
+) -> None:
+    """Import sklearn's 1,797 real 8x8 digit scans (the built-in demo data set)."""
+    plan = SplitPlan(labels_per_class, test_fraction, seed)
+    _run_ingest(ctx, digits_candidates(), "digits", plan)
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def _print_version(info: VersionInfo) -> None:
+    console.print(f"[bold]version[/] {info.id}")
+    console.print(f"  parent   {info.parent_id or '-'}")
+    console.print(f"  created  {info.created_at:%Y-%m-%d %H:%M:%S}")
+    if info.message:
+        console.print(f"  message  {info.message}")
+    s = info.stats
+    console.print(
+        f"  rows     {s['num_rows']}  " + "  ".join(f"{k}={v}" for k, v in s["by_split"].items())
+    )
+    per_class = s["by_class_split_source"]
+    columns = sorted({col for counts in per_class.values() for col in counts})
+    table = Table("class", *columns, "total", title="labels by class, split/source")
+    totals = dict.fromkeys(columns, 0)
+    for label, counts in per_class.items():
+        for col in columns:
+            totals[col] += counts.get(col, 0)
+        table.add_row(label, *(str(counts.get(c, 0)) for c in columns), str(sum(counts.values())))
+    table.add_row("[bold]all", *(f"[bold]{totals[c]}" for c in columns), f"[bold]{s['num_rows']}")
+    console.print(table)
+
+
+@data_app.command("snapshot")
+def data_snapshot(
+    ctx: typer.Context,
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+) -> None:
+    """Freeze the current labels into a new immutable version."""
+    with _workspace(ctx) as ws:
+        info, created = ws.versions.snapshot(message)
+    console.print("[green]new version[/]" if created else "[yellow]labels unchanged[/]; version")
+    _print_version(info)
+
+
+@data_app.command("versions")
+def data_versions(ctx: typer.Context) -> None:
+    """List dataset versions, oldest first."""
+    with _workspace(ctx) as ws:
+        versions = ws.versions.list()
+    table = Table("id", "parent", "created", "rows", "by source", "message")
+    for v in versions:
+        by_source = ", ".join(f"{k} {n}" for k, n in v.stats["by_source"].items())
+        table.add_row(
+            v.id[:12],
+            (v.parent_id or "-")[:12],
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            str(v.num_rows),
+            by_source,
+            v.message or "",
+        )
+    console.print(table if versions else "no dataset versions yet")
+
+
+@data_app.command("show")
+def data_show(ctx: typer.Context, version: Annotated[str, typer.Argument()] = "latest") -> None:
+    """Summary of one version (id, id prefix or `latest`); verifies its checksum."""
+    with _workspace(ctx) as ws:
+        info, _ = ws.versions.read(version)
+    _print_version(info)
+
+
+def _print_diff(diff: VersionDiff) -> None:
+    console.print(
+        f"{diff.a[:12]} -> {diff.b[:12]}: +{diff.added.num_rows} added, "
+        f"-{diff.removed.num_rows} removed, {diff.relabeled.num_rows} relabeled, "
+        f"{diff.reattributed.num_rows} re-attributed"
+    )
+    rows = diff.summary()
+    if rows:
+        table = Table("change", "class", "source", "count")
+        for r in rows:
+            table.add_row(r["change"], r["label"], r["source"], str(r["count"]))
+        console.print(table)
+
+
+@data_app.command("diff")
+def data_diff(ctx: typer.Context, a: str, b: str) -> None:
+    """What changed from version A to version B, per class and source."""
+    with _workspace(ctx) as ws:
+        diff = ws.versions.diff(a, b)
+    _print_diff(diff)
+
+
+@data_app.command("export")
+def data_export(
+    ctx: typer.Context,
+    version: str,
+    output: Annotated[Path, typer.Option("--output", "-o")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="parquet or csv")] = "parquet",
+) -> None:
+    """Write a version's manifest to a Parquet or CSV file."""
+    if fmt not in ("parquet", "csv"):
+        raise FlywheelError(f"unknown format {fmt!r}: use parquet or csv")
+    fmt_: Literal["parquet", "csv"] = fmt  # type: ignore[assignment]
+    with _workspace(ctx) as ws:
+        dest = ws.versions.export(version, output, fmt_)
+    console.print(f"[green]wrote[/] {dest}")
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    fresh: Annotated[bool, typer.Option(help="Start from an empty data dir.")] = False,
+    labels_per_class: LabelsOpt = 5,
+    seed: SeedOpt = 0,
+) -> None:
+    """Turn the wheel on the built-in digits data set with the embedded default."""
+    settings: Settings = ctx.obj
+    data_dir = Path(settings.data_dir)
+    if fresh and data_dir.exists():
+        if not (data_dir / MARKER).exists():
+            raise FlywheelError(f"refusing to wipe {data_dir}: it is not a Flywheel data dir")
+        shutil.rmtree(data_dir)
+    console.rule("[bold]1. ingest sklearn digits (real 8x8 scans)")
+    plan = SplitPlan(labels_per_class, 0.3, seed)
+    _run_ingest(ctx, digits_candidates(), "digits", plan)
+    console.rule("[bold]2. snapshot the labels into an immutable dataset version")
+    with _workspace(ctx) as ws:
+        info, created = ws.versions.snapshot("demo: seed labels")
+        _, table = ws.versions.read(info.id)
+    console.print("[green]new version[/]" if created else "[yellow]labels unchanged[/]")
+    _print_version(info)
+    console.print(f"manifest columns: {', '.join(table.column_names)}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except FlywheelError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("[red]aborted[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

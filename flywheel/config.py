@@ -1,0 +1,129 @@
+"""Typed settings: one object, loaded once at the edge and passed down.
+
+Precedence (highest first): explicit keyword overrides, environment variables
+``FLYWHEEL_*`` (nested with ``__``, e.g. ``FLYWHEEL_DATABASE__URL``), the YAML file chosen
+by ``--config`` or ``FLYWHEEL_CONFIG``, then the embedded defaults below, which
+``configs/default.yaml`` mirrors. This is the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from flywheel.errors import InvalidInputError
+
+CONFIG_ENV_VAR = "FLYWHEEL_CONFIG"
+
+
+class StorageSettings(BaseModel):
+    """Where bytes live: ``<root>/blobs`` (samples) and ``<root>/versions`` (manifests)."""
+
+    # A local folder or any pyarrow/fsspec URI (s3://bucket/prefix, memory://x).
+    # None means ``<data_dir>/store``.
+    root: str | None = None
+
+
+class DatabaseSettings(BaseModel):
+    # Any SQLAlchemy URL; None means SQLite at ``<data_dir>/flywheel.db``.
+    url: str | None = None
+    # Upgrade the schema to the newest Alembic revision when the database is opened.
+    auto_migrate: bool = True
+    echo: bool = False
+
+
+class MLflowSettings(BaseModel):
+    # None means a local store in ``<data_dir>/mlruns`` (no server).
+    tracking_uri: str | None = None
+    experiment: str = "flywheel"
+    model_name: str = "flywheel-classifier"
+
+
+class BrokerSettings(BaseModel):
+    # None runs Celery tasks eagerly in-process (the embedded default).
+    url: str | None = None
+
+
+class IngestSettings(BaseModel):
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Decompression-bomb guard: refuse images larger than this before decoding them.
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    allowed_formats: list[str] = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]
+    # Samples written per transaction: bounds memory and the work lost to a crash.
+    batch_size: int = Field(default=512, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    storage: StorageSettings = StorageSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    mlflow: MLflowSettings = MLflowSettings()
+    broker: BrokerSettings = BrokerSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    # Derived locations: computed, not stored, so one override (data_dir) moves them all.
+    @property
+    def storage_root(self) -> str:
+        return self.storage.root or str((self.data_dir / "store").resolve())
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'flywheel.db').resolve()}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, at the edge (CLI, API start-up, worker start-up).
+
+    ``config`` (or ``$FLYWHEEL_CONFIG``) names a YAML file; keyword ``overrides`` win over
+    everything (the CLI uses them for ``--data-dir``).
+    """
+    path = config or os.environ.get(CONFIG_ENV_VAR)
+    if not path:
+        return Settings(**overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"config file not found: {path}")
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"config file {path} is not valid YAML: {exc}") from exc
+    # A subclass carries the file name, so env vars still outrank the file.
+    with_file = type(
+        "Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}}
+    )
+    return with_file(**overrides)

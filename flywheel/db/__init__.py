@@ -1,0 +1,26 @@
+"""Metadata database: records (models), engine/sessions (session), Alembic migrations."""
+
+from flywheel.db.models import (
+    Base,
+    Cycle,
+    DatasetVersion,
+    Feedback,
+    GroundTruth,
+    Label,
+    Prediction,
+    Sample,
+)
+from flywheel.db.session import Database, open_database
+
+__all__ = [
+    "Base",
+    "Cycle",
+    "Database",
+    "DatasetVersion",
+    "Feedback",
+    "GroundTruth",
+    "Label",
+    "Prediction",
+    "Sample",
+    "open_database",
+]

@@ -1,0 +1,178 @@
+"""The records of DESIGN.md as SQLAlchemy 2 models.
+
+Any change here needs an Alembic revision in ``flywheel/migrations/versions``; a test
+compares the migrated schema with these models so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Split(enum.StrEnum):
+    TRAIN = "train"  # labeled, trained on
+    POOL = "pool"  # unlabeled (its hidden truth, if any, is in ground_truth)
+    VAL = "val"  # labeled, held out for calibration / model selection
+    TEST = "test"  # labeled, frozen evaluation set: never trained on
+
+
+class LabelSource(enum.StrEnum):
+    SEED = "seed"
+    HUMAN = "human"
+    FEEDBACK = "feedback"
+    PSEUDO = "pseudo"
+
+
+class FeedbackKind(enum.StrEnum):
+    CONFIRM = "confirm"
+    CORRECT = "correct"
+    REJECT = "reject"
+
+
+class CycleState(enum.StrEnum):
+    QUEUED = "queued"
+    EMBEDDING = "embedding"
+    SELECTING = "selecting"
+    VERSIONING = "versioning"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+# Stable constraint names so Alembic migrations behave the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TZDateTime = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Sample(Base):
+    """A content-addressed input: its id is the sha256 of its bytes."""
+
+    __tablename__ = "samples"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    blob_uri: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200))
+    split: Mapped[str] = mapped_column(String(16), index=True)
+    original_name: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+
+class GroundTruth(Base):
+    """True labels of pool samples, kept aside: never trained on, only for measuring."""
+
+    __tablename__ = "ground_truth"
+
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))
+
+
+class Label(Base):
+    """A label is never edited: a newer row for the same sample supersedes it."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_sample_id_id", "sample_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"))
+    label: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float, default=1.0)
+    method: Mapped[str] = mapped_column(String(100))
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id"))
+    annotator: Mapped[str | None] = mapped_column(String(200))
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), index=True)
+    model_version: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    top_k: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    app_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    app_id: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+
+class Cycle(Base):
+    __tablename__ = "cycles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16), default=CycleState.QUEUED.value)
+    step: Mapped[str | None] = mapped_column(String(50))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset_version_in: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    dataset_version_out: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable snapshot; the rows live in a Parquet manifest checked by ``checksum``."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    manifest_uri: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(64))
+    num_rows: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, index=True)

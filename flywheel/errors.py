@@ -1,0 +1,20 @@
+"""Exceptions that mean "the user asked for something we cannot do" (not bugs).
+
+The CLI and API turn these into one clear line / a 4xx answer; anything else is a bug.
+"""
+
+
+class FlywheelError(Exception):
+    """Base class for expected, user-facing errors."""
+
+
+class NotFoundError(FlywheelError):
+    """An id, version or file that does not exist."""
+
+
+class InvalidInputError(FlywheelError):
+    """Input that cannot be accepted (bad image, bad manifest, bad option)."""
+
+
+class IntegrityError(FlywheelError):
+    """Stored data that fails its checksum: refuse it rather than use it."""

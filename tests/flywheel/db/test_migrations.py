@@ -1,0 +1,60 @@
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from flywheel.db import Base
+from flywheel.db.session import (
+    create_db_engine,
+    current_revision,
+    downgrade_to,
+    head_revision,
+    open_database,
+    upgrade,
+)
+
+
+def test_upgrade_from_empty_database_reaches_head(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    tables = set(inspect(engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    engine.dispose()
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    """A model change without a migration (or the reverse) fails here."""
+    engine = create_db_engine(db_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diffs == []
+
+
+def test_downgrade_then_upgrade_in_place(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    upgrade(engine)
+    downgrade_to(engine, "base")
+    assert current_revision(engine) is None
+    assert not set(Base.metadata.tables) & set(inspect(engine).get_table_names())
+    db = open_database(db_url)  # an older database is upgraded in place on open
+    assert current_revision(db.engine) == head_revision()
+    db.dispose()
+    engine.dispose()
+
+
+def test_open_without_auto_migrate_leaves_schema_alone(db_url: str) -> None:
+    db = open_database(db_url, auto_migrate=False)
+    assert current_revision(db.engine) is None
+    db.dispose()
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchdialect://x"])
+def test_bad_database_url(url: str) -> None:
+    from flywheel.errors import FlywheelError
+
+    with pytest.raises(FlywheelError):
+        create_db_engine(url)
