@@ -164,7 +164,8 @@ def ingest_manifest(
 ) -> None:
     """Import the images a manifest lists (paths relative to it, or URIs)."""
     plan = SplitPlan(labels_per_class, test_fraction, seed)
-    _run_ingest(ctx, manifest_candidates(path), f"manifest:{path.name}", plan)
+    candidates = manifest_candidates(path, ctx.obj.ingest.uri_schemes)
+    _run_ingest(ctx, candidates, f"manifest:{path.name}", plan)
 
 
 @ingest_app.command("digits")

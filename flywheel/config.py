@@ -59,6 +59,8 @@ class IngestSettings(BaseModel):
     # Decompression-bomb guard: refuse images larger than this before decoding them.
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     allowed_formats: list[str] = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]
+    # URI schemes a manifest may point at (local paths are always allowed).
+    uri_schemes: list[str] = ["s3", "gs", "gcs", "abfs", "az", "hdfs", "memory"]
     # Samples written per transaction: bounds memory and the work lost to a crash.
     batch_size: int = Field(default=512, gt=0)
 

@@ -86,6 +86,7 @@ class _Planned:
     split: str
     label: str | None  # visible label (train/val/test)
     hidden_label: str | None  # pool sample's truth, kept aside
+    error: str | None = None  # why this candidate is rejected before it is read
 
 
 def plan_splits(candidates: Sequence[Candidate], plan: SplitPlan) -> list[_Planned]:
@@ -96,8 +97,8 @@ def plan_splits(candidates: Sequence[Candidate], plan: SplitPlan) -> list[_Plann
     for i, c in enumerate(candidates):
         if c.split is not None:
             if c.split not in valid_splits:
-                raise InvalidInputError(f"{c.name}: unknown split {c.split!r}")
-            if c.split == Split.POOL:
+                planned[i] = _Planned(c, c.split, None, None, f"unknown split {c.split!r}")
+            elif c.split == Split.POOL:
                 planned[i] = _Planned(c, Split.POOL, None, c.label)
             else:
                 planned[i] = _Planned(c, c.split, c.label, None)
@@ -155,6 +156,9 @@ def _ingest_batch(
     valid: dict[str, tuple[_Planned, bytes, object]] = {}
     for item in batch:
         name = item.candidate.name
+        if item.error is not None:
+            report.rejected.append(Rejection(name, item.error))
+            continue
         if item.split != Split.POOL and item.label is None:
             report.rejected.append(Rejection(name, f"split {item.split} needs a label"))
             continue
@@ -271,10 +275,14 @@ def imagefolder_candidates(root: Path) -> list[Candidate]:
     return out
 
 
-def _uri_reader(uri: str, base_dir: Path) -> Callable[[], bytes]:
+def _uri_reader(uri: str, base_dir: Path, schemes: Sequence[str]) -> Callable[[], bytes]:
     if "://" not in uri or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://"))
         return _file_reader(path if path.is_absolute() else base_dir / path)
+    scheme = uri.split("://", 1)[0]
+    if scheme not in schemes:
+        # An allow-list: a manifest must not make the server fetch arbitrary URLs.
+        return _unsupported(f"unknown URI: scheme {scheme!r} is not allowed")
 
     def read() -> bytes:
         try:
@@ -289,10 +297,11 @@ def _uri_reader(uri: str, base_dir: Path) -> Callable[[], bytes]:
     return read
 
 
-def manifest_candidates(path: Path) -> list[Candidate]:
+def manifest_candidates(path: Path, uri_schemes: Sequence[str]) -> list[Candidate]:
     """Rows of a Parquet or CSV manifest: ``uri`` (required), ``label`` and ``split`` optional.
 
-    Relative paths are resolved against the manifest's folder.
+    Relative paths are resolved against the manifest's folder; other URIs must use one of
+    ``uri_schemes`` (``IngestSettings.uri_schemes``).
     """
     path = Path(path)
     if not path.is_file():
@@ -320,7 +329,7 @@ def manifest_candidates(path: Path) -> list[Candidate]:
         if not isinstance(uri, str) or not uri:
             out.append(Candidate(f"row {i + 1}", _unsupported("missing uri"), label, split))
             continue
-        out.append(Candidate(name, _uri_reader(uri, path.parent), label, split))
+        out.append(Candidate(name, _uri_reader(uri, path.parent, uri_schemes), label, split))
     return out
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -69,7 +70,16 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-TZDateTime = DateTime(timezone=True)
+class TZDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -90,7 +100,7 @@ class Sample(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class GroundTruth(Base):
@@ -117,7 +127,7 @@ class Label(Base):
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id"))
     annotator: Mapped[str | None] = mapped_column(String(200))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class Prediction(Base):
@@ -130,7 +140,7 @@ class Prediction(Base):
     confidence: Mapped[float] = mapped_column(Float)
     top_k: Mapped[list[Any]] = mapped_column(JSON, default=list)
     app_id: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class Feedback(Base):
@@ -143,7 +153,7 @@ class Feedback(Base):
     kind: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class Cycle(Base):
@@ -159,8 +169,8 @@ class Cycle(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class DatasetVersion(Base):
@@ -175,4 +185,4 @@ class DatasetVersion(Base):
     num_rows: Mapped[int] = mapped_column(Integer)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     message: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
