@@ -69,16 +69,18 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
-def write_once(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
+def write_once(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = True) -> bool:
     """Publish ``data`` at ``path`` atomically unless something is already there.
 
     Returns True if this call created the file. Content-addressed callers rely on an
     existing file having the same bytes, so an existing file is left untouched.
+    ``make_parent=False`` skips creating the parent folder (the caller knows it exists).
     """
     if exists(fs, path):
         return False
     parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
+    if make_parent:
+        fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
     with fs.open_output_stream(tmp) as f:
         f.write(data)

@@ -67,3 +67,25 @@ def test_tampered_blob_is_refused(tmp_path: Path) -> None:
 def test_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(InvalidInputError, match="unsupported storage URI"):
         BlobStore("nosuchscheme://bucket")
+
+
+def test_put_many_keeps_order_and_dedups(store: BlobStore) -> None:
+    items = [b"one", b"two", b"one", b"three"]
+    blobs = store.put_many(items)
+    assert [b.sha256 for b in blobs] == [sha256_hex(d) for d in items]
+    assert sum(b.created for b in blobs) in (3, 4)  # the two b"one" writes may race
+    assert all(store.get(b.sha256) == d for b, d in zip(blobs, items, strict=True))
+
+
+def test_put_many_is_all_or_nothing(tmp_path: Path) -> None:
+    store = BlobStore(str(tmp_path / "store"))
+    good = b"fine"
+    bad = b"this one cannot be written"
+    # A real failure: a *file* squats on the folder the bad blob needs.
+    sha = sha256_hex(bad)
+    blocker = tmp_path / "store" / "blobs" / sha[:2] / sha[2:4]
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+    with pytest.raises(OSError):
+        store.put_many([good, bad])
+    assert not store.exists(sha256_hex(good))
