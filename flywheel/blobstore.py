@@ -16,6 +16,7 @@ from flywheel import storage
 from flywheel.errors import IntegrityError, InvalidInputError
 
 SHA256_HEX_LEN = 64
+HEX = frozenset("0123456789abcdef")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -38,7 +39,7 @@ class BlobStore:
         self._dirs_lock = threading.Lock()
 
     def _path(self, sha: str) -> str:
-        if len(sha) != SHA256_HEX_LEN or any(c not in "0123456789abcdef" for c in sha):
+        if len(sha) != SHA256_HEX_LEN or not HEX.issuperset(sha):
             raise InvalidInputError(f"not a sha256 blob key: {sha!r}")
         return self._loc.path("blobs", sha[:2], sha[2:4], sha)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -32,7 +33,7 @@ class Location:
 
     def uri(self, path: str) -> str:
         if self.scheme in ("", "file"):
-            return Path(path).as_uri()
+            return "file://" + quote(path)  # Path.as_uri() is ~10x slower on the ingest path
         return f"{self.scheme}://{path.lstrip('/')}"
 
 
