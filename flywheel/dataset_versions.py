@@ -153,12 +153,15 @@ class DatasetVersions:
 
     # --- building ----------------------------------------------------------------
     def current_labels(self) -> pa.Table:
-        """The newest label of every labeled sample, sorted by sample id."""
+        """The newest label of every labeled sample, sorted by sample id.
+
+        A sample whose newest row is a retraction has no current label.
+        """
         newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
         query = (
             select(Label, Sample.blob_uri, Sample.split)
             .join(Sample, Sample.id == Label.sample_id)
-            .where(Label.id.in_(newest))
+            .where(Label.id.in_(newest), Label.retracted.is_(False))
             .order_by(Label.sample_id)
         )
         with self.db.session() as session:

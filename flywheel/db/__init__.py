@@ -8,6 +8,7 @@ from flywheel.db.models import (
     GroundTruth,
     Label,
     Prediction,
+    ReviewItem,
     Sample,
 )
 from flywheel.db.session import Database, open_database
@@ -21,6 +22,7 @@ __all__ = [
     "GroundTruth",
     "Label",
     "Prediction",
+    "ReviewItem",
     "Sample",
     "open_database",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -69,6 +72,7 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
 
 class TZDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite hands back naive ones)."""
@@ -127,6 +131,11 @@ class Label(Base):
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id"))
     annotator: Mapped[str | None] = mapped_column(String(200))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
+    # Why this label: for pseudo-labels the scores and nearest labeled neighbours.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A retraction row says "this sample has no label any more" (e.g. a pseudo-label the
+    # newest model no longer trusts) without deleting history.
+    retracted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
@@ -171,6 +180,33 @@ class Cycle(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ReviewState(enum.StrEnum):
+    OPEN = "open"
+    ACCEPTED = "accepted"  # a human confirmed or corrected the label
+    REJECTED = "rejected"  # a human said no label applies
+    SUPERSEDED = "superseded"  # a later cycle re-queued the sample
+
+
+class ReviewItem(Base):
+    """A sample a human should look at: uncertain pseudo-labels, feedback conflicts."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (UniqueConstraint("cycle_id", "sample_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id"))
+    reason: Mapped[str] = mapped_column(String(32))
+    proposed_label: Mapped[str | None] = mapped_column(String(200))
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=ReviewState.OPEN.value, index=True)
+    decided_label: Mapped[str | None] = mapped_column(String(200))
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class DatasetVersion(Base):

@@ -62,6 +62,17 @@ def test_new_labels_make_a_child_version(workspace: Workspace, make_png) -> None
     assert old["label"].to_pylist() == ["cat"]  # published versions never change
 
 
+def test_retracted_labels_leave_the_next_version(workspace: Workspace, make_png) -> None:
+    ids = seed(workspace, make_png, {"a": "cat", "b": "dog"})
+    add_label(workspace, ids["b"], "cat", "pseudo", 0.95)
+    v1, _ = workspace.versions.snapshot()
+    with workspace.db.session() as s:
+        s.add(Label(sample_id=ids["b"], label="cat", source="pseudo", method="t", retracted=True))
+    v2, created = workspace.versions.snapshot()
+    assert created and v2.num_rows == 1 and v1.num_rows == 2
+    assert workspace.versions.diff(v1.id, v2.id).removed["sample_id"].to_pylist() == [ids["b"]]
+
+
 def test_version_id_is_independent_of_database(tmp_path: Path, make_png) -> None:
     """The same labels in two databases give the same version id (content, not row ids)."""
     ids = []

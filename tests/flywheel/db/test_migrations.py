@@ -58,3 +58,30 @@ def test_bad_database_url(url: str) -> None:
 
     with pytest.raises(FlywheelError):
         create_db_engine(url)
+
+
+def test_existing_data_survives_upgrade(db_url: str) -> None:
+    """A database made by the first release keeps its rows through every later revision."""
+    from sqlalchemy import text
+
+    engine = create_db_engine(db_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO samples (id, blob_uri, source, split, format, width, height,"
+                " size_bytes, created_at) VALUES ('s1', 'file:///x', 't', 'train', 'PNG', 8, 8,"
+                " 10, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO labels (sample_id, label, source, confidence, method, created_at)"
+                " VALUES ('s1', 'cat', 'seed', 1.0, 'm', CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT label, retracted, evidence FROM labels")).one()
+    assert (row.label, bool(row.retracted), row.evidence) == ("cat", False, None)
+    engine.dispose()
