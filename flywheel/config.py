@@ -43,8 +43,10 @@ class DatabaseSettings(BaseModel):
 
 
 class MLflowSettings(BaseModel):
-    # None means a local store in ``<data_dir>/mlruns`` (no server).
+    # None means a local store: SQLite at ``<data_dir>/mlflow.db`` (no server).
     tracking_uri: str | None = None
+    # Where new experiments keep artifacts; None means ``<data_dir>/mlartifacts``.
+    artifact_location: str | None = None
     experiment: str = "flywheel"
     model_name: str = "flywheel-classifier"
 
@@ -105,7 +107,21 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.mlflow.tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
+        return self.mlflow.tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return self.mlflow.artifact_location or (self.data_dir / "mlartifacts").resolve().as_uri()
+
+
+def apply_library_environment() -> None:
+    """Environment that third-party libraries only read from ``os.environ``.
+
+    MLflow would otherwise try to send usage telemetry, which a service on a closed network
+    must not do. Explicit settings by the operator win (setdefault).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

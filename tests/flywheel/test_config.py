@@ -17,7 +17,8 @@ def test_derived_locations_follow_data_dir(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'flywheel.db'}"
     assert s.storage_root == str(tmp_path.resolve() / "store")
-    assert s.mlflow_tracking_uri == (tmp_path / "mlruns").resolve().as_uri()
+    assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert s.mlflow_artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
     assert s.broker.url is None
 
 

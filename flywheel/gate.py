@@ -1,0 +1,77 @@
+"""The promotion gate: a candidate replaces the champion only if it is measurably better.
+
+Both models are scored on the same frozen evaluation set (the test split, never trained
+on). The candidate must beat the champion's accuracy by ``margin`` and may not lose more
+than ``per_class_tolerance`` on any single class: a better average that sacrifices one class
+is not an improvement a product team wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flywheel.errors import InvalidInputError
+from flywheel.training import EvalResult
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    margin: float = 0.001  # accuracy points (0..1); > 0 so that a tie is not a promotion
+    per_class_tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    candidate_accuracy: float
+    champion_accuracy: float | None
+    accuracy_delta: float | None
+    per_class_delta: list[float | None]  # candidate - champion, per class
+    worst_class: int | None  # the class that lost most (None without a champion)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(
+    candidate: EvalResult, champion: EvalResult | None, config: GateConfig
+) -> GateDecision:
+    """Compare two evaluations of the same frozen set; the first model always passes."""
+    if champion is None:
+        return GateDecision(
+            True,
+            "no champion yet: the first model is promoted",
+            candidate.accuracy,
+            None,
+            None,
+            [None] * len(candidate.per_class_accuracy),
+            None,
+        )
+    if candidate.n != champion.n or len(candidate.per_class_accuracy) != len(
+        champion.per_class_accuracy
+    ):
+        raise InvalidInputError("gate: candidate and champion were scored on different sets")
+    deltas = [
+        None if c is None or p is None else c - p
+        for c, p in zip(candidate.per_class_accuracy, champion.per_class_accuracy, strict=True)
+    ]
+    known = [(d, i) for i, d in enumerate(deltas) if d is not None]
+    worst_delta, worst_class = min(known) if known else (0.0, None)
+    delta = candidate.accuracy - champion.accuracy
+    if delta < config.margin:
+        promote = False
+        reason = f"accuracy {delta:+.4f} vs champion is below the {config.margin:.4f} margin"
+    elif worst_delta < -config.per_class_tolerance:
+        promote = False
+        reason = (
+            f"class {worst_class} regresses by {-worst_delta:.4f}, "
+            f"over the {config.per_class_tolerance:.4f} tolerance"
+        )
+    else:
+        promote = True
+        reason = f"accuracy {delta:+.4f} vs champion, no class regresses beyond tolerance"
+    return GateDecision(
+        promote, reason, candidate.accuracy, champion.accuracy, delta, deltas, worst_class
+    )

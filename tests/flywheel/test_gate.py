@@ -1,0 +1,43 @@
+import pytest
+
+from flywheel.errors import InvalidInputError
+from flywheel.gate import GateConfig, decide_promotion
+from flywheel.training import EvalResult
+
+
+def result(accuracy: float, per_class: list[float | None], n: int = 100) -> EvalResult:
+    return EvalResult(accuracy, per_class, 0.0, [], n)
+
+
+CFG = GateConfig(margin=0.01, per_class_tolerance=0.05)
+
+
+def test_first_model_is_promoted() -> None:
+    d = decide_promotion(result(0.5, [0.5, 0.5]), None, CFG)
+    assert d.promote and d.champion_accuracy is None
+
+
+def test_better_model_is_promoted() -> None:
+    d = decide_promotion(result(0.95, [0.9, 1.0]), result(0.90, [0.92, 0.88]), CFG)
+    assert d.promote
+    assert d.accuracy_delta == pytest.approx(0.05)
+    assert d.per_class_delta == pytest.approx([-0.02, 0.12])
+    assert d.worst_class == 0
+
+
+def test_worse_or_equal_model_is_refused() -> None:
+    assert not decide_promotion(result(0.85, [0.8, 0.9]), result(0.90, [0.9, 0.9]), CFG).promote
+    tie = decide_promotion(result(0.90, [0.9, 0.9]), result(0.90, [0.9, 0.9]), CFG)
+    assert not tie.promote and "margin" in tie.reason
+
+
+def test_class_regression_blocks_a_better_average() -> None:
+    d = decide_promotion(result(0.95, [0.80, 1.0, None]), result(0.90, [0.90, 0.9, None]), CFG)
+    assert not d.promote
+    assert d.worst_class == 0 and "class 0 regresses" in d.reason
+    assert d.per_class_delta[2] is None
+
+
+def test_different_eval_sets_are_an_error() -> None:
+    with pytest.raises(InvalidInputError):
+        decide_promotion(result(0.9, [0.9], n=10), result(0.8, [0.8], n=11), CFG)

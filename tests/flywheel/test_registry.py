@@ -1,0 +1,64 @@
+"""The registry against a real local MLflow store (SQLite backend, file artifacts)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from flywheel.errors import InvalidInputError, NotFoundError
+from flywheel.registry import CHALLENGER, CHAMPION, ModelRegistry
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "test-exp",
+        "test-model",
+        (tmp_path / "artifacts").as_uri(),
+    )
+
+
+def train_and_register(registry: ModelRegistry, bias: float) -> str:
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.bias.fill_(bias)
+    with registry.run("cycle", {"bias": bias}):
+        registry.log_metrics({"accuracy": bias}, step=0)
+        return registry.log_model(model, {"bias": str(bias)}).version
+
+
+def test_register_promote_load_rollback(registry: ModelRegistry) -> None:
+    assert registry.champion() is None
+    v1 = train_and_register(registry, 1.0)
+    assert registry.get(CHALLENGER).version == v1
+    registry.promote(v1, "first")
+    v2 = train_and_register(registry, 2.0)
+    assert registry.get(CHALLENGER).version == v2  # the alias moved to the newest model
+    assert registry.champion().version == v1  # registering never promotes by itself
+    registry.promote(v2, "better")
+    assert registry.champion().version == v2
+    loaded = registry.load(CHAMPION)
+    assert torch.allclose(loaded.bias, torch.tensor([2.0, 2.0]))
+    assert registry.get(v2).tags["flywheel.promoted_because"] == "better"
+
+    assert registry.rollback().version == v1
+    assert registry.champion().version == v1
+    assert torch.allclose(registry.load().bias, torch.tensor([1.0, 1.0]))
+    with pytest.raises(InvalidInputError, match="nothing to roll back"):
+        registry.rollback()
+    assert [m.version for m in registry.versions()] == [v1, v2]
+    run_id = registry.get(v1).run_id
+    assert registry.client.get_run(run_id).data.metrics["accuracy"] == 1.0
+
+
+def test_bad_references(registry: ModelRegistry) -> None:
+    with pytest.raises(NotFoundError):
+        registry.get("7")
+    with pytest.raises(NotFoundError):
+        registry.promote("champion")
+    v1 = train_and_register(registry, 0.5)
+    registry.promote(v1)
+    with pytest.raises(InvalidInputError, match="already the champion"):
+        registry.promote(v1)
