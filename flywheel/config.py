@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -67,6 +67,36 @@ class IngestSettings(BaseModel):
     batch_size: int = Field(default=512, gt=0)
 
 
+class LearningSettings(BaseModel):
+    """One cycle's learning choices. Defaults suit the built-in digits set on 2 CPU cores."""
+
+    # Images are decoded to this square size (None: all images must share one size).
+    image_size: int | None = None
+    channels: Literal[1, 3] = 1
+    # Augmentation family: "digits" (small shifts/rotations, no flips) or "natural" (flips,
+    # crops, colour). Flips help textures and hurt digits.
+    augment: Literal["digits", "natural"] = "digits"
+    backbone: str = "small_cnn"  # or resnet18 / resnet50 on GPU nodes
+    width: int = Field(default=32, gt=0)
+    ssl_method: Literal["simclr", "swav"] = "swav"
+    ssl_epochs: int = Field(default=30, ge=0)  # 0: no self-supervised embedding
+    train_epochs: int = Field(default=20, gt=0)
+    # Fixed optimiser steps per epoch: with 10-100 labels an "epoch" is a single batch.
+    steps_per_epoch: int = Field(default=16, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    # FixMatch consistency on the pool: in no cycle, only while there is no champion yet
+    # (when it helps most: nothing else uses the pool), or in every cycle.
+    fixmatch: Literal["none", "first", "all"] = "first"
+    fixmatch_epochs: int = Field(default=10, gt=0)
+    k: int = Field(default=10, gt=0)
+    target_precision: float = Field(default=0.99, gt=0.5, lt=1.0)
+    gate_margin: float = Field(default=0.001, ge=0.0)
+    gate_per_class_tolerance: float = Field(default=0.02, ge=0.0)
+    device: str = "auto"  # "auto": cuda + AMP when present, else cpu
+    num_workers: int = Field(default=0, ge=0)  # DataLoader workers running augmentations
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLYWHEEL_",
@@ -80,6 +110,7 @@ class Settings(BaseSettings):
     mlflow: MLflowSettings = MLflowSettings()
     broker: BrokerSettings = BrokerSettings()
     ingest: IngestSettings = IngestSettings()
+    learning: LearningSettings = LearningSettings()
 
     @classmethod
     def settings_customise_sources(

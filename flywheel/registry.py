@@ -10,6 +10,7 @@ deprecated in MLflow; aliases are the supported way.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ class ModelRegistry:
         self, tracking_uri: str, experiment: str, model_name: str, artifact_location: str
     ) -> None:
         apply_library_environment()
+        # The pickle format is chosen on purpose (see log_model); MLflow's per-call warning
+        # about it, and its schema-migration chatter, would drown the CLI's own output.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.model_name = model_name
@@ -129,7 +135,25 @@ class ModelRegistry:
     # --- registry ------------------------------------------------------------------
     def versions(self) -> list[ModelVersion]:
         found = self.client.search_model_versions(f"name='{self.model_name}'")
-        return sorted((_to_info(mv) for mv in found), key=lambda m: int(m.version))
+        if not found:
+            return []
+        # Search results leave ``aliases`` empty on some stores; the model's map is complete.
+        aliases = self.client.get_registered_model(self.model_name).aliases or {}
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        infos = [_to_info(mv) for mv in found]
+        infos = [
+            ModelVersion(
+                m.version,
+                m.run_id,
+                tuple(sorted(by_version.get(m.version, []))),
+                m.tags,
+                m.created_at,
+            )
+            for m in infos
+        ]
+        return sorted(infos, key=lambda m: int(m.version))
 
     def get(self, ref: str) -> ModelVersion:
         """``ref`` is a version number or an alias (``champion``, ``challenger``)."""

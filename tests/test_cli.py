@@ -82,3 +82,38 @@ def test_demo_refuses_to_wipe_a_foreign_folder(tmp_path: Path) -> None:
     r = run(tmp_path, "demo", "--fresh")
     assert r.exit_code != 0
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_cycle_and_models_commands(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "learning: {ssl_epochs: 1, train_epochs: 2, fixmatch_epochs: 1, steps_per_epoch: 2,"
+        " width: 8, batch_size: 32}\n"
+    )
+
+    def cli(*args: str):
+        return runner.invoke(app, ["--config", str(cfg), *args])
+
+    assert cli("ingest", "digits", "--labels-per-class", "3").exit_code == 0
+    r = cli("cycle", "run", "--cycles", "2")
+    assert r.exit_code == 0, r.output
+    assert "promoted v1" in r.output  # the first model always becomes champion
+    r = cli("cycle", "list")
+    assert r.exit_code == 0 and "promoted" in r.output
+    r = cli("cycle", "status", "1")
+    assert r.exit_code == 0 and "test_accuracy" in r.output and "gate" in r.output
+    assert cli("cycle", "status", "99").exit_code != 0
+    r = cli("models", "list")
+    assert r.exit_code == 0 and "champion" in r.output and "challenger" in r.output
+    # Hand-promote version 2 whatever the gate said, then roll back to version 1.
+    from flywheel.config import load_settings
+    from flywheel.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(load_settings(cfg))
+    if registry.champion().version != "2":
+        assert cli("models", "promote", "2").exit_code == 0
+    assert registry.champion().version == "2"
+    r = cli("models", "rollback")
+    assert r.exit_code == 0 and "version 1" in r.output
+    assert registry.champion().version == "1"

@@ -48,7 +48,9 @@ def test_register_promote_load_rollback(registry: ModelRegistry) -> None:
     assert torch.allclose(registry.load().bias, torch.tensor([1.0, 1.0]))
     with pytest.raises(InvalidInputError, match="nothing to roll back"):
         registry.rollback()
-    assert [m.version for m in registry.versions()] == [v1, v2]
+    listed = registry.versions()
+    assert [m.version for m in listed] == [v1, v2]
+    assert listed[0].aliases == (CHAMPION,) and listed[1].aliases == (CHALLENGER,)
     run_id = registry.get(v1).run_id
     assert registry.client.get_run(run_id).data.metrics["accuracy"] == 1.0
 

@@ -1,24 +1,21 @@
-"""The ``flywheel`` command line (typer + rich).
-
-User mistakes (a bad path, an unknown version, a bad option) print one red line and exit
-with status 1; only bugs show a traceback.
-"""
+"""``flywheel ingest ...`` and ``flywheel data ...``: importing images, dataset versions."""
 
 from __future__ import annotations
 
-import shutil
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flywheel.config import Settings, load_settings
+from flywheel.cli.common import (
+    LabelsOpt,
+    SeedOpt,
+    TestOpt,
+    console,
+    progress_bar,
+    workspace,
+)
 from flywheel.dataset_versions import VersionDiff, VersionInfo
 from flywheel.errors import FlywheelError
 from flywheel.ingest import (
@@ -30,75 +27,12 @@ from flywheel.ingest import (
     ingest_candidates,
     manifest_candidates,
 )
-from flywheel.workspace import MARKER, Workspace, open_workspace
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 ingest_app = typer.Typer(no_args_is_help=True, help="Import images into the store.")
 data_app = typer.Typer(no_args_is_help=True, help="Dataset versions: list, show, diff, export.")
-app.add_typer(ingest_app, name="ingest")
-app.add_typer(data_app, name="data")
-
-console = Console()
-err_console = Console(stderr=True)
 
 
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML settings file.")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Override settings.data_dir.")
-    ] = None,
-) -> None:
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    ctx.obj = load_settings(config, **overrides)
-
-
-@contextmanager
-def _workspace(ctx: typer.Context) -> Iterator[Workspace]:
-    settings: Settings = ctx.obj
-    ws = open_workspace(settings)
-    try:
-        yield ws
-    finally:
-        ws.close()
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
-
-
-# --- init / ingest ----------------------------------------------------------------------
-
-
-@app.command()
-def init(ctx: typer.Context) -> None:
-    """Create the data folder and the database (or upgrade an existing one)."""
-    with _workspace(ctx) as ws:
-        s = ws.settings
-        console.print(f"[green]ready[/] data dir {Path(s.data_dir).resolve()}")
-        console.print(f"  database  {s.database_url}")
-        console.print(f"  store     {s.storage_root}")
-        console.print(f"  mlflow    {s.mlflow_tracking_uri}")
-
-
-def _print_report(report: IngestReport, max_rejections: int = 20) -> None:
+def print_report(report: IngestReport, max_rejections: int = 20) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in sorted(report.by_split.items())) or "none"
     console.print(
         f"[green]added {report.added}[/] samples ({splits}); "
@@ -114,30 +48,12 @@ def _print_report(report: IngestReport, max_rejections: int = 20) -> None:
             console.print(f"... and {len(report.rejected) - max_rejections} more")
 
 
-LabelsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--labels-per-class",
-        min=0,
-        help="Keep this many labels per class as seed labels; the rest of the labeled "
-        "images join the pool with their labels hidden (for measuring only).",
-    ),
-]
-TestOpt = Annotated[
-    float,
-    typer.Option(
-        "--test-fraction", min=0.0, max=0.99, help="Stratified share frozen as test split."
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split assignment.")]
-
-
-def _run_ingest(ctx: typer.Context, candidates: list[Candidate], source: str, plan: SplitPlan):
-    with _workspace(ctx) as ws, _progress(f"ingest {source}") as update:
+def run_ingest(ctx: typer.Context, candidates: list[Candidate], source: str, plan: SplitPlan):
+    with workspace(ctx) as ws, progress_bar(f"ingest {source}") as update:
         report = ingest_candidates(
             ws.db, ws.blobs, candidates, source, ws.settings.ingest, plan, update
         )
-    _print_report(report)
+    print_report(report)
     return report
 
 
@@ -151,7 +67,7 @@ def ingest_imagefolder(
 ) -> None:
     """Import an ImageFolder tree (torchvision layout)."""
     plan = SplitPlan(labels_per_class, test_fraction, seed)
-    _run_ingest(ctx, imagefolder_candidates(root), f"imagefolder:{root.resolve().name}", plan)
+    run_ingest(ctx, imagefolder_candidates(root), f"imagefolder:{root.resolve().name}", plan)
 
 
 @ingest_app.command("manifest")
@@ -165,7 +81,7 @@ def ingest_manifest(
     """Import the images a manifest lists (paths relative to it, or URIs)."""
     plan = SplitPlan(labels_per_class, test_fraction, seed)
     candidates = manifest_candidates(path, ctx.obj.ingest.uri_schemes)
-    _run_ingest(ctx, candidates, f"manifest:{path.name}", plan)
+    run_ingest(ctx, candidates, f"manifest:{path.name}", plan)
 
 
 @ingest_app.command("digits")
@@ -177,13 +93,13 @@ def ingest_digits(
 ) -> None:
     """Import sklearn's 1,797 real 8x8 digit scans (the built-in demo data set)."""
     plan = SplitPlan(labels_per_class, test_fraction, seed)
-    _run_ingest(ctx, digits_candidates(), "digits", plan)
+    run_ingest(ctx, digits_candidates(), "digits", plan)
 
 
 # --- data --------------------------------------------------------------------------------
 
 
-def _print_version(info: VersionInfo) -> None:
+def print_version(info: VersionInfo) -> None:
     console.print(f"[bold]version[/] {info.id}")
     console.print(f"  parent   {info.parent_id or '-'}")
     console.print(f"  created  {info.created_at:%Y-%m-%d %H:%M:%S}")
@@ -211,16 +127,16 @@ def data_snapshot(
     message: Annotated[str | None, typer.Option("--message", "-m")] = None,
 ) -> None:
     """Freeze the current labels into a new immutable version."""
-    with _workspace(ctx) as ws:
+    with workspace(ctx) as ws:
         info, created = ws.versions.snapshot(message)
     console.print("[green]new version[/]" if created else "[yellow]labels unchanged[/]; version")
-    _print_version(info)
+    print_version(info)
 
 
 @data_app.command("versions")
 def data_versions(ctx: typer.Context) -> None:
     """List dataset versions, oldest first."""
-    with _workspace(ctx) as ws:
+    with workspace(ctx) as ws:
         versions = ws.versions.list()
     table = Table("id", "parent", "created", "rows", "by source", "message")
     for v in versions:
@@ -239,12 +155,12 @@ def data_versions(ctx: typer.Context) -> None:
 @data_app.command("show")
 def data_show(ctx: typer.Context, version: Annotated[str, typer.Argument()] = "latest") -> None:
     """Summary of one version (id, id prefix or `latest`); verifies its checksum."""
-    with _workspace(ctx) as ws:
+    with workspace(ctx) as ws:
         info, _ = ws.versions.read(version)
-    _print_version(info)
+    print_version(info)
 
 
-def _print_diff(diff: VersionDiff) -> None:
+def print_diff(diff: VersionDiff) -> None:
     console.print(
         f"{diff.a[:12]} -> {diff.b[:12]}: +{diff.added.num_rows} added, "
         f"-{diff.removed.num_rows} removed, {diff.relabeled.num_rows} relabeled, "
@@ -261,9 +177,9 @@ def _print_diff(diff: VersionDiff) -> None:
 @data_app.command("diff")
 def data_diff(ctx: typer.Context, a: str, b: str) -> None:
     """What changed from version A to version B, per class and source."""
-    with _workspace(ctx) as ws:
+    with workspace(ctx) as ws:
         diff = ws.versions.diff(a, b)
-    _print_diff(diff)
+    print_diff(diff)
 
 
 @data_app.command("export")
@@ -277,55 +193,6 @@ def data_export(
     if fmt not in ("parquet", "csv"):
         raise FlywheelError(f"unknown format {fmt!r}: use parquet or csv")
     fmt_: Literal["parquet", "csv"] = fmt  # type: ignore[assignment]
-    with _workspace(ctx) as ws:
+    with workspace(ctx) as ws:
         dest = ws.versions.export(version, output, fmt_)
     console.print(f"[green]wrote[/] {dest}")
-
-
-# --- demo -------------------------------------------------------------------------------
-
-
-@app.command()
-def demo(
-    ctx: typer.Context,
-    fresh: Annotated[bool, typer.Option(help="Start from an empty data dir.")] = False,
-    labels_per_class: LabelsOpt = 5,
-    seed: SeedOpt = 0,
-) -> None:
-    """Turn the wheel on the built-in digits data set with the embedded default."""
-    settings: Settings = ctx.obj
-    data_dir = Path(settings.data_dir)
-    if fresh and data_dir.exists():
-        if not (data_dir / MARKER).exists():
-            raise FlywheelError(f"refusing to wipe {data_dir}: it is not a Flywheel data dir")
-        shutil.rmtree(data_dir)
-    console.rule("[bold]1. ingest sklearn digits (real 8x8 scans)")
-    plan = SplitPlan(labels_per_class, 0.3, seed)
-    _run_ingest(ctx, digits_candidates(), "digits", plan)
-    console.rule("[bold]2. snapshot the labels into an immutable dataset version")
-    with _workspace(ctx) as ws:
-        info, created = ws.versions.snapshot("demo: seed labels")
-        _, table = ws.versions.read(info.id)
-    console.print("[green]new version[/]" if created else "[yellow]labels unchanged[/]")
-    _print_version(info)
-    console.print(f"manifest columns: {', '.join(table.column_names)}")
-
-
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except FlywheelError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]aborted[/]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

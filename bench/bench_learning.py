@@ -1,0 +1,190 @@
+"""How good the wheel is: Flywheel vs. baselines on sklearn digits, same protocol, same run.
+
+Protocol (per seed): 30 % stratified test split (``train_test_split(..., stratify=y,
+random_state=seed)``), the rest is the pool, N labels per class drawn from the pool with the
+same seed; the pool's other labels are hidden (used only to score pseudo-labels).
+Compared in the same run:
+
+- ``flywheel``: the real pipeline (ingest -> cycles -> champion) in a temp workspace;
+- ``supervised``: Flywheel's own classifier trained on the N labels only (no pool);
+- ``label_spreading``: sklearn ``LabelSpreading(kernel="knn")`` on pixels;
+- ``self_training``: sklearn ``SelfTrainingClassifier(SVC(probability=True))`` on pixels.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_learning.py --labels-per-class 1 5 10 \
+        --seeds 0 1 2 3 4 --cycles 4 --out bench/results/learning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+from sklearn.svm import SVC
+
+from flywheel.config import LearningSettings, Settings
+from flywheel.cycle import run_cycle
+from flywheel.ingest import Candidate, ingest_candidates
+from flywheel.learning import augmentations, classifier_probs
+from flywheel.registry import ModelRegistry
+from flywheel.training import TrainConfig, train_classifier
+from flywheel.workspace import open_workspace
+
+
+def split(seed: int, labels_per_class: int) -> dict[str, np.ndarray]:
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    y = digits.target
+    idx = np.arange(len(y))
+    pool, test = train_test_split(idx, test_size=0.3, stratify=y, random_state=seed)
+    rng = np.random.default_rng(seed)
+    labeled = np.concatenate(
+        [rng.choice(pool[y[pool] == c], labels_per_class, replace=False) for c in range(10)]
+    )
+    unlabeled = np.setdiff1d(pool, labeled)
+    return {"images": images, "y": y, "labeled": labeled, "pool": unlabeled, "test": test}
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run_flywheel(s: dict[str, np.ndarray], learning: LearningSettings, cycles: int) -> dict:
+    images, y = s["images"], s["y"]
+    cands = [
+        Candidate(f"{split_name}/{i}", lambda i=i: png(images[i]), str(y[i]), split_name)
+        for split_name, key in (("train", "labeled"), ("test", "test"), ("pool", "pool"))
+        for i in s[key]
+    ]
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
+        settings = Settings(data_dir=Path(tmp), learning=learning)
+        ws = open_workspace(settings)
+        ingest_candidates(ws.db, ws.blobs, cands, "digits", settings.ingest)
+        ws.versions.snapshot("seed")
+        registry = ModelRegistry.from_settings(settings)
+        per_cycle = []
+        for _ in range(cycles):
+            r = run_cycle(ws, registry, learning)
+            per_cycle.append(
+                {
+                    "test_accuracy": r.metrics["test_accuracy"],
+                    "pseudo_precision": r.metrics["pseudo_precision"],
+                    "pseudo_coverage": r.metrics["pseudo_coverage"],
+                    "promoted": r.state == "promoted",
+                    "embedding": r.metrics["embedding"],
+                }
+            )
+        ws.close()
+    # The champion serves predictions: the last model the gate promoted (the first always is).
+    champion = [c for c in per_cycle if c["promoted"]][-1]
+    return {"champion_accuracy": champion["test_accuracy"], "cycles": per_cycle}
+
+
+def run_supervised(s: dict[str, np.ndarray], learning: LearningSettings) -> float:
+    weak, strong = augmentations(learning)
+    cfg = TrainConfig(
+        backbone=learning.backbone,
+        width=learning.width,
+        epochs=learning.train_epochs,
+        batch_size=learning.batch_size,
+        weak=weak,
+        strong=strong,
+        seed=learning.seed,
+    )
+    lab = s["labeled"]
+    trained = train_classifier(s["images"][lab], s["y"][lab], None, cfg, 10)
+    probs = classifier_probs(trained.model, s["images"][s["test"]], 10)
+    return float((probs.argmax(1) == s["y"][s["test"]]).mean())
+
+
+def run_sklearn(s: dict[str, np.ndarray]) -> dict[str, float]:
+    x = s["images"].reshape(len(s["y"]), -1) / 255.0
+    train = np.concatenate([s["labeled"], s["pool"]])
+    y_train = np.full(len(train), -1)
+    y_train[: len(s["labeled"])] = s["y"][s["labeled"]]
+    out = {}
+    for name, model in (
+        ("label_spreading", LabelSpreading(kernel="knn", n_neighbors=7, max_iter=1000)),
+        ("self_training", SelfTrainingClassifier(SVC(probability=True, gamma="scale"))),
+    ):
+        model.fit(x[train], y_train)
+        out[name] = float((model.predict(x[s["test"]]) == s["y"][s["test"]]).mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--cycles", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
+    args = ap.parse_args()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # sklearn 1.9 deprecates SVC(probability=True); it is still the documented reference.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="sklearn")
+    results = []
+    for n in args.labels_per_class:
+        for seed in args.seeds:
+            s = split(seed, n)
+            learning = LearningSettings(seed=seed)
+            t0 = time.perf_counter()
+            fw = run_flywheel(s, learning, args.cycles)
+            t_fw = time.perf_counter() - t0
+            row = {
+                "labels_per_class": n,
+                "seed": seed,
+                "flywheel": fw["champion_accuracy"],
+                "flywheel_seconds": round(t_fw, 1),
+                "cycles": fw["cycles"],
+                "supervised": run_supervised(s, learning),
+                **run_sklearn(s),
+            }
+            results.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "cycles"}), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| labels/class | flywheel | supervised only | LabelSpreading | SelfTraining | "
+        "pseudo precision (last) | pseudo coverage (last) | seconds/seed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sorted({r["labels_per_class"] for r in results}):
+        rows = [r for r in results if r["labels_per_class"] == n]
+
+        def mean(key: str, rows: list[dict] = rows) -> str:
+            return f"{100 * np.mean([r[key] for r in rows]):.1f}"
+
+        prec = [r["cycles"][-1]["pseudo_precision"] for r in rows]
+        cov = [r["cycles"][-1]["pseudo_coverage"] for r in rows]
+        prec_s = (
+            f"{100 * np.mean([p for p in prec if p is not None]):.1f}"
+            if any(p is not None for p in prec)
+            else "-"
+        )
+        lines.append(
+            f"| {n} | {mean('flywheel')} | {mean('supervised')} | {mean('label_spreading')} | "
+            f"{mean('self_training')} | {prec_s} | {100 * np.mean(cov):.1f} | "
+            f"{np.mean([r['flywheel_seconds'] for r in rows]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""``flywheel cycle ...`` and ``flywheel models ...``: turning the wheel, the registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from flywheel.cli.common import console, err_console, fmt, registry_for, workspace
+from flywheel.db import Cycle
+from flywheel.errors import NotFoundError
+from flywheel.workspace import Workspace
+
+if TYPE_CHECKING:
+    from flywheel.cycle import CycleResult
+
+cycle_app = typer.Typer(no_args_is_help=True, help="Turn the wheel: run and inspect cycles.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, promote, rollback.")
+
+
+def cycle_table(results: list[CycleResult]) -> Table:
+    """Fits 80 columns: CI logs and `make demo` in a plain terminal stay readable."""
+    table = Table(
+        "#",
+        "labels",
+        "pseudo accepted\n(+ review)",
+        "pseudo\nprecision",
+        "pseudo\ncoverage",
+        "test\naccuracy",
+        "result",
+        title="cycles (pseudo-labels scored against the pool's hidden truth)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for r in results:
+        m = r.metrics
+        table.add_row(
+            str(r.cycle_id),
+            "\n".join(f"{k} {v}" for k, v in m["labels_by_source"].items()),
+            f"{m['accepted']} (+{m['needs_review']})",
+            fmt(m.get("pseudo_precision")),
+            fmt(m.get("pseudo_coverage")),
+            fmt(m["test_accuracy"]),
+            f"[green]promoted v{r.model_version}[/]"
+            if r.state == "promoted"
+            else "[yellow]rejected[/]",
+        )
+    return table
+
+
+def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
+    from flywheel.cycle import run_cycle
+
+    registry = registry_for(ws.settings)
+    results = []
+    with Progress(
+        TextColumn("[bold]cycle {task.fields[n]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[message]}"),
+        console=err_console,
+    ) as bar:
+        for n in range(1, cycles + 1):
+            task = bar.add_task("cycle", total=1.0, n=f"{n}/{cycles}", message="starting")
+
+            def update(step: str, fraction: float, message: str, task: int = task) -> None:
+                bar.update(task, completed=fraction, message=f"{step}: {message}")
+
+            result = run_cycle(ws, registry, ws.settings.learning, update)
+            bar.update(task, completed=1.0, message=result.state)
+            results.append(result)
+    return results
+
+
+@cycle_app.command("run")
+def cycle_run(
+    ctx: typer.Context,
+    cycles: Annotated[int, typer.Option("--cycles", "-n", min=1, help="How many cycles.")] = 1,
+) -> None:
+    """Run cycles in this process (embedded default), with live progress."""
+    with workspace(ctx) as ws:
+        results = run_cycles(ws, cycles)
+    console.print(cycle_table(results))
+
+
+@cycle_app.command("list")
+def cycle_list(ctx: typer.Context) -> None:
+    """Every cycle with its state and headline metrics."""
+    with workspace(ctx) as ws, ws.db.session() as s:
+        rows = s.scalars(select(Cycle).order_by(Cycle.id)).all()
+    table = Table("id", "state", "step", "progress", "test acc", "dataset version", "started")
+    for c in rows:
+        table.add_row(
+            str(c.id),
+            c.state,
+            c.step or "-",
+            f"{100 * c.progress:.0f}%",
+            fmt((c.metrics or {}).get("test_accuracy")),
+            (c.dataset_version_out or "-")[:12],
+            f"{c.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table if rows else "no cycles yet: run `flywheel cycle run`")
+
+
+@cycle_app.command("status")
+def cycle_status(ctx: typer.Context, cycle_id: int) -> None:
+    """One cycle: state, step, progress, metrics, error."""
+    with workspace(ctx) as ws, ws.db.session() as s:
+        c = s.get(Cycle, cycle_id)
+        if c is None:
+            raise NotFoundError(f"no cycle {cycle_id}")
+    console.print(
+        f"[bold]cycle {c.id}[/] {c.state} (step {c.step or '-'}, {100 * c.progress:.0f}%)"
+    )
+    console.print(f"  dataset  {c.dataset_version_in or '-'} -> {c.dataset_version_out or '-'}")
+    console.print(f"  mlflow   run {c.mlflow_run_id or '-'}")
+    if c.error:
+        console.print(f"  [red]error[/]    {c.error}")
+    for key, value in (c.metrics or {}).items():
+        if key != "gate":
+            console.print(f"  {key:<18} {value}")
+    if c.metrics and "gate" in c.metrics:
+        console.print(f"  gate               {c.metrics['gate']['reason']}")
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context) -> None:
+    """Registered model versions with their aliases and test accuracy."""
+    registry = registry_for(ctx.obj)
+    versions = registry.versions()
+    table = Table("version", "test acc", "cycle", "dataset", "created", box=box.SIMPLE_HEAD)
+    table.add_column("aliases", no_wrap=True)
+    for v in versions:
+        table.add_row(
+            v.version,
+            v.tags.get("test_accuracy", "-"),
+            v.tags.get("cycle_id", "-"),
+            v.tags.get("dataset_version", "-")[:12],
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            ", ".join(v.aliases) or "-",
+        )
+    console.print(table if versions else "no models yet: run `flywheel cycle run`")
+
+
+@models_app.command("promote")
+def models_promote(ctx: typer.Context, version: str) -> None:
+    """Make model VERSION the champion (served by predictions)."""
+    registry = registry_for(ctx.obj)
+    mv = registry.promote(version, "promoted by hand (flywheel models promote)")
+    console.print(f"[green]champion[/] is now version {mv.version}")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context) -> None:
+    """Give the champion alias back to the previous champion."""
+    mv = registry_for(ctx.obj).rollback()
+    console.print(f"[green]rolled back:[/] champion is version {mv.version} again")

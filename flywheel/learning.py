@@ -1,0 +1,227 @@
+"""The learning steps of a cycle, on a ``CycleData``: SSL backbone, selection, training.
+
+Glue between the records (``cycle_data``) and the learning modules (``ssl``, ``selection``,
+``training``): it builds their configs from ``LearningSettings`` and keeps ids next to
+arrays, so evidence can name neighbours by sample id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from torch import nn
+
+from flywheel.config import LearningSettings
+from flywheel.cycle_data import CycleData
+from flywheel.embeddings import EmbeddingChoice
+from flywheel.models import AugmentConfig, Backbone, Classifier
+from flywheel.selection import Decision, SelectionConfig, SelectionResult, select_pseudo_labels
+from flywheel.ssl import SSLConfig, SSLResult, train_ssl
+from flywheel.training import TrainConfig, TrainedClassifier, train_classifier
+
+
+def augmentations(learning: LearningSettings) -> tuple[AugmentConfig, AugmentConfig]:
+    """(weak, strong) views for the data set family; ``image_size`` overrides the resize."""
+    preset = AugmentConfig.for_digits if learning.augment == "digits" else AugmentConfig.for_natural
+    weak, strong = preset("weak"), preset("strong")
+    if learning.image_size is not None and learning.augment == "natural":
+        weak.resize = strong.resize = learning.image_size
+    return weak, strong
+
+
+def ssl_config(learning: LearningSettings) -> SSLConfig:
+    _, strong = augmentations(learning)
+    return SSLConfig(
+        method=learning.ssl_method,
+        backbone=learning.backbone,
+        width=learning.width,
+        in_channels=learning.channels,
+        epochs=learning.ssl_epochs,
+        augment=strong,
+        seed=learning.seed,
+        device=learning.device,
+        num_workers=learning.num_workers,
+    )
+
+
+def train_ssl_backbone(
+    data: CycleData,
+    learning: LearningSettings,
+    cache_dir: Path,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> SSLResult | None:
+    """Self-supervised backbone on every non-test image (labels unused); None if disabled.
+
+    The checkpoint folder is named by the images and the config, so an unchanged pool reuses
+    the finished model, and an interrupted run resumes where it stopped.
+    """
+    if learning.ssl_epochs == 0:
+        return None
+    cfg = ssl_config(learning)
+    ids = sorted(data.labeled.ids + data.pool_ids)
+    key = hashlib.sha256(("\n".join(ids) + repr(cfg)).encode()).hexdigest()[:24]
+    images = np.concatenate([data.labeled.images, data.pool_images])
+    return train_ssl(images, cfg, cache_dir / key, progress)
+
+
+def ssl_features(ssl: SSLResult) -> nn.Module:
+    """Backbone + projection head: on digits its kNN accuracy beat the bare backbone's
+    (bench/LEARNING_NOTES.md)."""
+    return nn.Sequential(ssl.backbone, ssl.projector)
+
+
+@dataclass
+class SelectionOutcome:
+    result: SelectionResult
+    reference_ids: list[str]  # what result.neighbor_ids index into
+    embedding: str
+    calibration: str  # how the thresholds were calibrated
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        """Provenance of pool sample ``i``'s decision, small enough for a JSON column."""
+        r = self.result
+        neighbours = [
+            [self.reference_ids[j], round(float(s), 4)]
+            for j, s in zip(r.neighbor_ids[i], r.neighbor_sims[i], strict=True)
+            if j >= 0
+        ]
+        return {
+            "decision": Decision(int(r.decision[i])).name.lower(),
+            "score": round(float(r.score[i]), 5),
+            "classifier_prob": round(float(r.classifier_prob[i]), 5),
+            "knn_share": round(float(r.knn_share[i]), 5),
+            "threshold": float(r.thresholds[int(r.label[i])]),
+            "neighbors": neighbours,
+            "embedding": self.embedding,
+            "calibration": self.calibration,
+        }
+
+
+def _selection_classifier() -> LogisticRegression:
+    return LogisticRegression(C=1.0, max_iter=2000)
+
+
+def select_for_cycle(
+    data: CycleData,
+    choice: EmbeddingChoice,
+    learning: LearningSettings,
+    champion_probs: np.ndarray | None = None,
+) -> SelectionOutcome:
+    """Calibrated pseudo-labels for the pool from the chosen embedding.
+
+    The classifier side is a logistic regression on the embedding, so its out-of-fold
+    probabilities on the human labels are cheap and honest calibration data. The champion
+    CNN (``champion_probs``, (n_pool, C)) was trained on those labels, so it cannot be
+    calibrated on them; it acts as a second opinion instead: an accepted sample whose label
+    the champion disputes goes to review rather than into the training set.
+    """
+    labels = data.labeled.labels
+    clf = _selection_classifier().fit(choice.labeled, labels)
+    pool_probs = _full_probs(clf, choice.pool, data.num_classes)
+    min_count = int(np.bincount(labels, minlength=data.num_classes).min())
+    if min_count >= 2:
+        folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=learning.seed)
+        calib = cross_val_predict(
+            _selection_classifier(), choice.labeled, labels, cv=folds, method="predict_proba"
+        )
+        how = f"{folds.n_splits}-fold out-of-fold on {len(labels)} human labels"
+    else:  # one label in some class: no held-out estimate exists, use in-sample (optimistic)
+        calib = _full_probs(clf, choice.labeled, data.num_classes)
+        how = "in-sample (a class has a single label)"
+    cfg = SelectionConfig(
+        k=learning.k, target_precision=learning.target_precision, seed=learning.seed
+    )
+    result = select_pseudo_labels(
+        choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg
+    )
+    if champion_probs is not None:
+        disputed = (result.decision == Decision.ACCEPTED) & (
+            champion_probs.argmax(1) != result.label
+        )
+        decision = result.decision.copy()
+        decision[disputed] = Decision.NEEDS_REVIEW
+        counts = dict(result.counts)
+        counts["accepted"] = int((decision == Decision.ACCEPTED).sum())
+        counts["needs_review"] = int((decision == Decision.NEEDS_REVIEW).sum())
+        counts["disputed_by_champion"] = int(disputed.sum())
+        result = replace(result, decision=decision, counts=counts)
+        how += "; champion agreement required"
+    return SelectionOutcome(result, data.labeled.ids, choice.name, how)
+
+
+def _full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(x), num_classes), dtype=np.float64)
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def pseudo_label_quality(data: CycleData, result: SelectionResult) -> dict[str, float | None]:
+    """Precision of accepted pseudo-labels against the hidden truth, and pool coverage."""
+    accepted = result.decision == Decision.ACCEPTED
+    known = accepted & (data.pool_truth >= 0)
+    n_pool = len(data.pool_ids)
+    return {
+        "pseudo_precision": float((result.label[known] == data.pool_truth[known]).mean())
+        if known.any()
+        else None,
+        "pseudo_coverage": float(accepted.sum() / n_pool) if n_pool else None,
+    }
+
+
+def fit_classifier(
+    data: CycleData,
+    accepted: np.ndarray,
+    result: SelectionResult,
+    learning: LearningSettings,
+    ssl_backbone: Backbone | None,
+    first: bool,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> TrainedClassifier:
+    """Backbone (from SSL when present) + head on human labels and accepted pseudo-labels.
+
+    Pseudo-labels are weighted by their selection score; human labels weigh 1. ``first``:
+    there is no champion yet, which is when ``fixmatch="first"`` uses the pool.
+    """
+    weak, strong = augmentations(learning)
+    images = np.concatenate([data.labeled.images, data.pool_images[accepted]])
+    labels = np.concatenate([data.labeled.labels, result.label[accepted]])
+    weights = np.concatenate([np.ones(len(data.labeled.labels)), result.score[accepted]])
+    fixmatch = learning.fixmatch == "all" or (learning.fixmatch == "first" and first)
+    cfg = TrainConfig(
+        backbone=learning.backbone,
+        width=learning.width,
+        in_channels=learning.channels,
+        epochs=learning.fixmatch_epochs if fixmatch else learning.train_epochs,
+        steps_per_epoch=learning.steps_per_epoch,
+        batch_size=learning.batch_size,
+        weak=weak,
+        strong=strong,
+        fixmatch=fixmatch,
+        seed=learning.seed,
+        device=learning.device,
+        num_workers=learning.num_workers,
+    )
+    return train_classifier(
+        images,
+        labels,
+        weights.astype(np.float32),
+        cfg,
+        data.num_classes,
+        init_backbone_state=ssl_backbone.state_dict() if ssl_backbone is not None else None,
+        unlabeled_images=data.pool_images if fixmatch else None,
+        progress=on_epoch,
+    )
+
+
+def classifier_probs(model: nn.Module, images: np.ndarray, num_classes: int) -> np.ndarray:
+    """float32 (N, num_classes) probabilities of a trained ``Classifier`` on uint8 images."""
+    if not isinstance(model, Classifier):
+        raise TypeError(f"expected a flywheel Classifier, got {type(model).__name__}")
+    return TrainedClassifier(model, num_classes, []).predict_proba(images)

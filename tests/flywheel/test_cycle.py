@@ -1,0 +1,86 @@
+"""A full small cycle end to end on CPU: real SQLite/PostgreSQL, real MLflow store, real torch."""
+
+import pytest
+from sqlalchemy import select
+
+from flywheel.config import Settings
+from flywheel.cycle import run_cycle
+from flywheel.db import Cycle, Label, ReviewItem
+from flywheel.errors import InvalidInputError
+from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.registry import ModelRegistry
+from flywheel.workspace import Workspace, open_workspace
+
+TINY = {
+    "ssl_epochs": 2,
+    "train_epochs": 3,
+    "fixmatch_epochs": 1,
+    "steps_per_epoch": 2,
+    "width": 8,
+    "batch_size": 32,
+}
+
+
+@pytest.fixture
+def tiny_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"learning": settings.learning.model_copy(update=TINY)})
+
+
+def ingest_digits(ws: Workspace, n: int = 400, labels_per_class: int = 4) -> None:
+    plan = SplitPlan(labels_per_class=labels_per_class, test_fraction=0.3, seed=0)
+    cands = digits_candidates()[:n]
+    ingest_candidates(ws.db, ws.blobs, cands, "digits", ws.settings.ingest, plan)
+    ws.versions.snapshot("seed labels")
+
+
+def test_two_cycles_end_to_end(tiny_settings: Settings) -> None:
+    ws = open_workspace(tiny_settings)
+    ingest_digits(ws)
+    registry = ModelRegistry.from_settings(tiny_settings)
+    steps: list[str] = []
+    first = run_cycle(ws, registry, tiny_settings.learning, lambda s, f, m: steps.append(s))
+    in_order = [s for i, s in enumerate(steps) if i == 0 or steps[i - 1] != s]
+    assert in_order == ["embedding", "selecting", "versioning", "training", "evaluating"]
+    assert first.state == "promoted"  # no champion yet: the first model is promoted
+    assert registry.champion().version == first.model_version
+    assert 0.0 <= first.metrics["test_accuracy"] <= 1.0
+    assert first.metrics["embedding"] in ("ssl", "pca")
+    assert set(first.metrics["embedding_scores"]) >= {"ssl", "pca"}
+
+    second = run_cycle(ws, registry, tiny_settings.learning)
+    assert second.state in ("promoted", "rejected")
+    assert second.gate.champion_accuracy == pytest.approx(first.metrics["test_accuracy"])
+    champion = registry.champion().version
+    assert champion == (second.model_version if second.state == "promoted" else first.model_version)
+
+    with ws.db.session() as s:
+        cycles = s.scalars(select(Cycle).order_by(Cycle.id)).all()
+        pseudo = s.scalars(select(Label).where(Label.source == "pseudo")).all()
+        reviews = s.scalars(select(ReviewItem)).all()
+    assert [c.state for c in cycles] == [first.state, second.state]
+    assert all(c.progress == 1.0 and c.mlflow_run_id for c in cycles)
+    assert cycles[0].dataset_version_out == first.dataset_version
+    # Every pseudo-label carries its evidence and the cycle that made it.
+    assert all(p.cycle_id in (1, 2) and "neighbors" in p.evidence for p in pseudo)
+    assert all(r.evidence["decision"] == "needs_review" for r in reviews)
+    version = ws.versions.resolve(first.dataset_version)
+    assert version.stats["by_source"].get("pseudo", 0) == first.metrics["accepted"]
+    run = registry.client.get_run(cycles[0].mlflow_run_id)
+    assert "test_accuracy" in run.data.metrics and "train_loss" in run.data.metrics
+    assert run.data.params["dataset_version"] == first.dataset_version
+    ws.close()
+
+
+def test_cycle_without_labels_fails_with_reason(tiny_settings: Settings, make_png) -> None:
+    from flywheel.ingest import Candidate
+
+    ws = open_workspace(tiny_settings)
+    cands = [Candidate(f"u{i}", lambda i=i: make_png(i)) for i in range(5)]
+    ingest_candidates(ws.db, ws.blobs, cands, "t", ws.settings.ingest)
+    registry = ModelRegistry.from_settings(tiny_settings)
+    with pytest.raises(InvalidInputError, match="at least two classes"):
+        run_cycle(ws, registry, tiny_settings.learning)
+    with ws.db.session() as s:
+        cycle = s.scalars(select(Cycle)).one()
+    assert cycle.state == "failed" and "at least two classes" in cycle.error
+    ws.close()
