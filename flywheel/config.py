@@ -91,7 +91,7 @@ class LearningSettings(BaseModel):
     k: int = Field(default=10, gt=0)
     target_precision: float = Field(default=0.99, gt=0.5, lt=1.0)
     gate_margin: float = Field(default=0.001, ge=0.0)
-    gate_per_class_tolerance: float = Field(default=0.02, ge=0.0)
+    gate_per_class_tolerance: float = Field(default=0.05, ge=0.0)
     device: str = "auto"  # "auto": cuda + AMP when present, else cpu
     num_workers: int = Field(default=0, ge=0)  # DataLoader workers running augmentations
     seed: int = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from flywheel.config import LearningSettings
@@ -196,20 +197,31 @@ def _run(
         EmbeddingCache(data_dir / "cache" / "embeddings"),
     )
 
-    step(CycleState.SELECTING, 0.25, f"selecting pseudo-labels ({choice.name} embedding)")
-    champion_probs = (
-        classifier_probs(champion_model, data.pool_images, data.num_classes) if comparable else None
-    )
-    outcome = select_for_cycle(data, choice, learning, champion_probs)
-    quality = pseudo_label_quality(data, outcome.result)
+    # Bootstrap: with no model yet, FixMatch on the pool does better than pseudo-labels
+    # picked without a model's second opinion (bench/LEARNING_NOTES.md).
+    bootstrap = champion is None and learning.fixmatch == "first"
+    outcome: SelectionOutcome | None = None
+    if bootstrap:
+        step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")
+        accepted = np.zeros(len(data.pool_ids), dtype=bool)
+        quality: dict[str, float | None] = {"pseudo_precision": None, "pseudo_coverage": 0.0}
+    else:
+        step(CycleState.SELECTING, 0.25, f"selecting pseudo-labels ({choice.name} embedding)")
+        champion_probs = (
+            classifier_probs(champion_model, data.pool_images, data.num_classes)
+            if comparable
+            else None
+        )
+        outcome = select_for_cycle(data, choice, learning, champion_probs)
+        accepted = outcome.result.decision == Decision.ACCEPTED
+        quality = pseudo_label_quality(data, outcome.result)
 
     step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
-    written = write_selection(ws, cycle_id, data, outcome)
+    written = write_selection(ws, cycle_id, data, outcome) if outcome is not None else {}
     version, _ = ws.versions.snapshot(f"cycle {cycle_id}")
     _update(ws, cycle_id, dataset_version_out=version.id)
 
     step(CycleState.TRAINING, 0.5, "training the classifier")
-    accepted = outcome.result.decision == Decision.ACCEPTED
     run_params = {
         **learning.model_dump(),
         "cycle_id": cycle_id,
@@ -230,10 +242,13 @@ def _run(
         trained = fit_classifier(
             data,
             accepted,
-            outcome.result,
+            outcome.result.label[accepted] if outcome else np.zeros(0, dtype=np.int64),
+            outcome.result.score[accepted] if outcome else np.zeros(0, dtype=np.float32),
             learning,
             ssl.backbone if ssl is not None else None,
-            first=champion is None,
+            fixmatch=learning.fixmatch == "all" or bootstrap,
+            # A new seed per cycle: a rejected cycle is not simply repeated by the next one.
+            seed=learning.seed + cycle_id,
             on_epoch=on_epoch,
         )
 
@@ -262,7 +277,11 @@ def _run(
             "embedding": choice.name,
             "embedding_scores": choice.scores,
             "accepted": int(accepted.sum()),
-            "needs_review": int(outcome.result.counts.get("needs_review", 0)),
+            "needs_review": int(outcome.result.counts["needs_review"]) if outcome else 0,
+            "disputed_by_champion": int(outcome.result.counts.get("disputed_by_champion", 0))
+            if outcome
+            else 0,
+            "calibration": outcome.calibration if outcome else "bootstrap (no selection)",
             "pool": len(data.pool_ids),
             "labels_written": written,
             "labels_by_source": version.stats["by_source"],

@@ -18,7 +18,9 @@ from flywheel.training import EvalResult
 @dataclass(frozen=True)
 class GateConfig:
     margin: float = 0.001  # accuracy points (0..1); > 0 so that a tie is not a promotion
-    per_class_tolerance: float = 0.02
+    # With ~50 test images a class, one image is 2 points: 0.05 tolerates sampling noise,
+    # not a real regression.
+    per_class_tolerance: float = 0.05
 
 
 @dataclass(frozen=True)

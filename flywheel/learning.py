@@ -178,22 +178,24 @@ def pseudo_label_quality(data: CycleData, result: SelectionResult) -> dict[str, 
 def fit_classifier(
     data: CycleData,
     accepted: np.ndarray,
-    result: SelectionResult,
+    pseudo_labels: np.ndarray,
+    pseudo_weights: np.ndarray,
     learning: LearningSettings,
     ssl_backbone: Backbone | None,
-    first: bool,
+    fixmatch: bool,
+    seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> TrainedClassifier:
     """Backbone (from SSL when present) + head on human labels and accepted pseudo-labels.
 
-    Pseudo-labels are weighted by their selection score; human labels weigh 1. ``first``:
-    there is no champion yet, which is when ``fixmatch="first"`` uses the pool.
+    ``accepted``: bool (n_pool,) mask of the pool; ``pseudo_labels``/``pseudo_weights``: one
+    per accepted sample (class index, selection score). Human labels weigh 1. ``fixmatch``
+    adds the consistency term over the whole pool.
     """
     weak, strong = augmentations(learning)
     images = np.concatenate([data.labeled.images, data.pool_images[accepted]])
-    labels = np.concatenate([data.labeled.labels, result.label[accepted]])
-    weights = np.concatenate([np.ones(len(data.labeled.labels)), result.score[accepted]])
-    fixmatch = learning.fixmatch == "all" or (learning.fixmatch == "first" and first)
+    labels = np.concatenate([data.labeled.labels, pseudo_labels])
+    weights = np.concatenate([np.ones(len(data.labeled.labels)), pseudo_weights])
     cfg = TrainConfig(
         backbone=learning.backbone,
         width=learning.width,
@@ -204,7 +206,7 @@ def fit_classifier(
         weak=weak,
         strong=strong,
         fixmatch=fixmatch,
-        seed=learning.seed,
+        seed=seed,
         device=learning.device,
         num_workers=learning.num_workers,
     )
