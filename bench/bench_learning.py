@@ -11,7 +11,7 @@ Compared in the same run:
 - ``self_training``: sklearn ``SelfTrainingClassifier(SVC(probability=True))`` on pixels.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_learning.py --labels-per-class 1 5 10 \
-        --seeds 0 1 2 3 4 --cycles 4 --out bench/results/learning.json
+        --seeds 0 1 2 3 4 --cycles 5 --out bench/results/learning.json
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--cycles", type=int, default=4)
+    ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
     args = ap.parse_args()
     logging.getLogger("mlflow").setLevel(logging.ERROR)

@@ -88,6 +88,14 @@ class LearningSettings(BaseModel):
     # (when it helps most: nothing else uses the pool), or in every cycle.
     fixmatch: Literal["none", "first", "all"] = "first"
     fixmatch_epochs: int = Field(default=10, gt=0)
+    # "agreement": newest model and kNN anchors must agree, class-balanced quota growing
+    # per cycle (measured best on digits); "calibrated": per-class thresholds calibrated on
+    # held-out human labels to reach target_precision (fewer, certified labels).
+    selection: Literal["agreement", "calibrated"] = "agreement"
+    share_start: float = Field(default=0.5, gt=0.0, le=1.0)  # agreement: first quota
+    share_end: float = Field(default=0.9, gt=0.0, le=1.0)  # agreement: final quota
+    share_steps: int = Field(default=4, gt=0)  # agreement: cycles from start to end
+    tau: float = Field(default=0.1, gt=0.0)  # agreement: neighbour-weight temperature
     k: int = Field(default=10, gt=0)
     target_precision: float = Field(default=0.99, gt=0.5, lt=1.0)
     gate_margin: float = Field(default=0.001, ge=0.0)

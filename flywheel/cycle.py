@@ -25,8 +25,10 @@ from flywheel.gate import GateConfig, GateDecision, decide_promotion
 from flywheel.learning import (
     SelectionOutcome,
     classifier_probs,
+    embedding_classifier_probs,
     fit_classifier,
     pseudo_label_quality,
+    select_by_model_agreement,
     select_for_cycle,
     ssl_features,
     train_ssl_backbone,
@@ -58,6 +60,17 @@ def _update(ws: Workspace, cycle_id: int, **fields: Any) -> None:
         assert cycle is not None
         for key, value in fields.items():
             setattr(cycle, key, value)
+
+
+def _finished_selection_rounds(ws: Workspace) -> int:
+    """How many earlier cycles selected pseudo-labels: drives the agreement quota."""
+    with ws.db.session() as s:
+        metrics = s.scalars(
+            select(Cycle.metrics).where(
+                Cycle.state.in_([CycleState.PROMOTED.value, CycleState.REJECTED.value])
+            )
+        ).all()
+    return sum(1 for m in metrics if (m or {}).get("selection_round") is not None)
 
 
 def start_cycle(ws: Workspace, learning: LearningSettings) -> int:
@@ -179,16 +192,22 @@ def _run(
     data = load_cycle_data(ws.db, ws.blobs, learning.image_size, learning.channels)
     champion = registry.champion()
     champion_model = registry.load(champion.version) if champion else None
+    latest = registry.latest()
+    latest_model = (
+        champion_model
+        if latest is None or (champion is not None and latest.version == champion.version)
+        else registry.load(latest.version)
+    )
     ssl = train_ssl_backbone(
         data,
         learning,
         data_dir / "cache" / "ssl",
         lambda e, n, _: step(CycleState.EMBEDDING, 0.2 * e / n, f"SSL epoch {e}/{n}"),
     )
+    # Only label-free embeddings compete: the champion's own features were trained on the
+    # human labels, so a leave-one-out judge on those labels would always crown them.
     candidates = {"ssl": ssl_features(ssl)} if ssl is not None else {}
     comparable = champion is not None and champion.tags.get("classes") == ",".join(data.classes)
-    if comparable:
-        candidates["champion"] = champion_model.backbone
     choice = choose_embedding(
         candidates,
         {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
@@ -201,18 +220,33 @@ def _run(
     # picked without a model's second opinion (bench/LEARNING_NOTES.md).
     bootstrap = champion is None and learning.fixmatch == "first"
     outcome: SelectionOutcome | None = None
+    selection_round = 0
     if bootstrap:
         step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")
         accepted = np.zeros(len(data.pool_ids), dtype=bool)
         quality: dict[str, float | None] = {"pseudo_precision": None, "pseudo_coverage": 0.0}
     else:
         step(CycleState.SELECTING, 0.25, f"selecting pseudo-labels ({choice.name} embedding)")
-        champion_probs = (
-            classifier_probs(champion_model, data.pool_images, data.num_classes)
-            if comparable
-            else None
-        )
-        outcome = select_for_cycle(data, choice, learning, champion_probs)
+        if learning.selection == "agreement":
+            # The newest model, promoted or not, is the best opinion on the pool: it was
+            # trained on the most labels. The gate still decides what is served.
+            usable = latest is not None and latest.tags.get("classes") == ",".join(data.classes)
+            model_probs = (
+                classifier_probs(latest_model, data.pool_images, data.num_classes)
+                if usable
+                else embedding_classifier_probs(data, choice)
+            )
+            selection_round = _finished_selection_rounds(ws)
+            outcome = select_by_model_agreement(
+                data, choice, learning, model_probs, selection_round
+            )
+        else:
+            champion_probs = (
+                classifier_probs(champion_model, data.pool_images, data.num_classes)
+                if comparable
+                else None
+            )
+            outcome = select_for_cycle(data, choice, learning, champion_probs)
         accepted = outcome.result.decision == Decision.ACCEPTED
         quality = pseudo_label_quality(data, outcome.result)
 
@@ -282,6 +316,7 @@ def _run(
             if outcome
             else 0,
             "calibration": outcome.calibration if outcome else "bootstrap (no selection)",
+            "selection_round": None if bootstrap else selection_round,
             "pool": len(data.pool_ids),
             "labels_written": written,
             "labels_by_source": version.stats["by_source"],

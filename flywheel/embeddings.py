@@ -1,10 +1,10 @@
 """Embeddings for selection, and the evidence for which one a cycle uses.
 
-Candidates: the self-supervised backbone's features, the current champion classifier's
-backbone features (the wheel's own improvement feeding back), and a simple PCA-of-pixels
-baseline. Each is scored by leave-one-out kNN accuracy on the human-labeled samples; the
-best one is used for the cycle, so a learned embedding that is worse than the simple one
-on held-out labels is not used (DESIGN.md, "choices by evidence").
+Candidates: the self-supervised model's features and a simple PCA-of-pixels baseline
+(label-free both, so the human labels are honest held-out data for them). Each is scored by
+leave-one-out kNN accuracy on the human-labeled samples; the best one is used for the cycle,
+so a learned embedding that is worse than the simple one is not used (DESIGN.md, "choices
+by evidence").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flywheel.ssl import embed
 
 @dataclass(frozen=True)
 class EmbeddingChoice:
-    name: str  # "ssl", "champion" or "pca"
+    name: str  # "ssl" or "pca"
     fingerprint: str
     labeled: np.ndarray  # float32 (m, d), unit rows
     pool: np.ndarray  # float32 (n, d), unit rows

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
+from flywheel.agreement import AgreementConfig, select_by_agreement, share_for_round
 from flywheel.config import LearningSettings
 from flywheel.cycle_data import CycleData
 from flywheel.embeddings import EmbeddingChoice
@@ -97,15 +98,56 @@ class SelectionOutcome:
             "score": round(float(r.score[i]), 5),
             "classifier_prob": round(float(r.classifier_prob[i]), 5),
             "knn_share": round(float(r.knn_share[i]), 5),
-            "threshold": float(r.thresholds[int(r.label[i])]),
+            "threshold": _finite(float(r.thresholds[int(r.label[i])])),
             "neighbors": neighbours,
             "embedding": self.embedding,
             "calibration": self.calibration,
         }
 
 
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: a class that accepts nothing has no threshold."""
+    return x if np.isfinite(x) else None
+
+
 def _selection_classifier() -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=2000)
+
+
+def _pseudo_anchors(
+    data: CycleData, choice: EmbeddingChoice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Pool samples whose current label is a pseudo-label: embeddings, classes, weights, ids."""
+    index = {c: i for i, c in enumerate(data.classes)}
+    has = np.array([sid in data.pool_current for sid in data.pool_ids], dtype=bool)
+    ids = [sid for sid, h in zip(data.pool_ids, has, strict=True) if h]
+    labels = np.array([index[data.pool_current[sid][0]] for sid in ids], dtype=np.int64)
+    weights = np.array([data.pool_current[sid][1] for sid in ids], dtype=np.float64)
+    return choice.pool[has], labels, weights, ids
+
+
+def select_by_model_agreement(
+    data: CycleData,
+    choice: EmbeddingChoice,
+    learning: LearningSettings,
+    model_probs: np.ndarray,
+    round_: int,
+) -> SelectionOutcome:
+    """The ``agreement`` strategy: see ``flywheel.agreement``; ``model_probs`` (n_pool, C)
+    come from the newest trained classifier, ``round_`` counts earlier selecting cycles."""
+    px, py, pw, pids = _pseudo_anchors(data, choice)
+    share = share_for_round(round_, learning.share_start, learning.share_end, learning.share_steps)
+    result = select_by_agreement(
+        choice.pool,
+        model_probs,
+        np.concatenate([choice.labeled, px]),
+        np.concatenate([data.labeled.labels, py]),
+        np.concatenate([np.ones(len(data.labeled.labels)), np.maximum(pw, 1e-3)]),
+        data.num_classes,
+        AgreementConfig(k=learning.k, tau=learning.tau, share=share),
+    )
+    how = f"agreement, class quota {share:.0%} of the pool, {len(pids)} pseudo anchors"
+    return SelectionOutcome(result, data.labeled.ids + pids, choice.name, how)
 
 
 def select_for_cycle(
@@ -123,18 +165,40 @@ def select_for_cycle(
     the champion disputes goes to review rather than into the training set.
     """
     labels = data.labeled.labels
-    clf = _selection_classifier().fit(choice.labeled, labels)
+    # Pseudo-labels the wheel already accepted teach the classifier too (weighted by their
+    # confidence); calibration still scores only human labels, each by a model that never
+    # saw it.
+    index = {c: i for i, c in enumerate(data.classes)}
+    has_pseudo = np.array([sid in data.pool_current for sid in data.pool_ids], dtype=bool)
+    pseudo_x = choice.pool[has_pseudo]
+    pseudo_y = np.array(
+        [index[data.pool_current[sid][0]] for sid in np.array(data.pool_ids)[has_pseudo]],
+        dtype=np.int64,
+    )
+    pseudo_w = np.array([data.pool_current[sid][1] for sid in np.array(data.pool_ids)[has_pseudo]])
+
+    def fit(rows: np.ndarray) -> LogisticRegression:
+        x = np.concatenate([choice.labeled[rows], pseudo_x])
+        y = np.concatenate([labels[rows], pseudo_y])
+        w = np.concatenate([np.ones(len(rows)), pseudo_w])
+        return _selection_classifier().fit(x, y, sample_weight=w)
+
+    clf = fit(np.arange(len(labels)))
     pool_probs = _full_probs(clf, choice.pool, data.num_classes)
     min_count = int(np.bincount(labels, minlength=data.num_classes).min())
     if min_count >= 2:
         folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=learning.seed)
-        calib = cross_val_predict(
-            _selection_classifier(), choice.labeled, labels, cv=folds, method="predict_proba"
-        )
+        calib = np.zeros((len(labels), data.num_classes))
+        for train_rows, held_out in folds.split(choice.labeled, labels):
+            calib[held_out] = _full_probs(
+                fit(train_rows), choice.labeled[held_out], data.num_classes
+            )
         how = f"{folds.n_splits}-fold out-of-fold on {len(labels)} human labels"
     else:  # one label in some class: no held-out estimate exists, use in-sample (optimistic)
         calib = _full_probs(clf, choice.labeled, data.num_classes)
         how = "in-sample (a class has a single label)"
+    if len(pseudo_y):
+        how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
     cfg = SelectionConfig(
         k=learning.k, target_precision=learning.target_precision, seed=learning.seed
     )
@@ -154,6 +218,13 @@ def select_for_cycle(
         result = replace(result, decision=decision, counts=counts)
         how += "; champion agreement required"
     return SelectionOutcome(result, data.labeled.ids, choice.name, how)
+
+
+def embedding_classifier_probs(data: CycleData, choice: EmbeddingChoice) -> np.ndarray:
+    """(n_pool, C) probabilities of a logistic regression on the embedding: the classifier
+    opinion when no trained model exists yet."""
+    clf = _selection_classifier().fit(choice.labeled, data.labeled.labels)
+    return _full_probs(clf, choice.pool, data.num_classes)
 
 
 def _full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.ndarray:

@@ -170,6 +170,13 @@ class ModelRegistry:
         except NotFoundError:
             return None
 
+    def latest(self) -> ModelVersion | None:
+        """The newest registered model (the ``challenger``), promoted or not."""
+        try:
+            return self.get(CHALLENGER)
+        except NotFoundError:
+            return None
+
     def load(self, ref: str = CHAMPION) -> nn.Module:
         version = self.get(ref).version
         mlflow.set_registry_uri(self.tracking_uri)

@@ -62,7 +62,7 @@ def demo(
     ctx: typer.Context,
     fresh: Annotated[bool, typer.Option(help="Start from an empty data dir.")] = False,
     labels_per_class: LabelsOpt = 5,
-    cycles: Annotated[int, typer.Option("--cycles", "-n", min=1)] = 4,
+    cycles: Annotated[int, typer.Option("--cycles", "-n", min=1)] = 5,
     seed: SeedOpt = 0,
 ) -> None:
     """Turn the wheel on the built-in digits data set with the embedded default."""

@@ -5,8 +5,14 @@ from flywheel.gate import GateConfig, decide_promotion
 from flywheel.training import EvalResult
 
 
-def result(accuracy: float, per_class: list[float | None], n: int = 100) -> EvalResult:
-    return EvalResult(accuracy, per_class, 0.0, [], n)
+def result(
+    accuracy: float, per_class: list[float | None], n: int = 100, per_class_n: int = 1000
+) -> EvalResult:
+    """``per_class_n`` test images per class (in the confusion matrix's row sums)."""
+    confusion = [
+        [per_class_n if i == j else 0 for j in range(len(per_class))] for i in range(len(per_class))
+    ]
+    return EvalResult(accuracy, per_class, 0.0, confusion, n)
 
 
 CFG = GateConfig(margin=0.01, per_class_tolerance=0.05)
@@ -36,6 +42,15 @@ def test_class_regression_blocks_a_better_average() -> None:
     assert not d.promote
     assert d.worst_class == 0 and "class 0 regresses" in d.reason
     assert d.per_class_delta[2] is None
+
+
+def test_small_class_drops_within_noise_do_not_block() -> None:
+    """3 of 54 images (5.6 points) is within sampling noise; 12 of 54 is not."""
+    champion = result(0.95, [0.98, 0.92], per_class_n=54)
+    noisy = decide_promotion(result(0.97, [0.926, 1.0], per_class_n=54), champion, CFG)
+    assert noisy.promote, noisy.reason
+    real = decide_promotion(result(0.97, [0.76, 1.0], per_class_n=54), champion, CFG)
+    assert not real.promote and "noise bound" in real.reason
 
 
 def test_different_eval_sets_are_an_error() -> None:

@@ -25,6 +25,7 @@ def small_config(**kw) -> TrainConfig:
         width=8,
         epochs=10,
         batch_size=32,
+        min_steps_per_epoch=1,
         lr=5e-3,
         weak=weak,
         device="cpu",
