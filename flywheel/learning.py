@@ -114,7 +114,7 @@ def _selection_classifier() -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=2000)
 
 
-def _pseudo_anchors(
+def pseudo_anchors(
     data: CycleData, choice: EmbeddingChoice
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Pool samples whose current label is a pseudo-label: embeddings, classes, weights, ids."""
@@ -135,7 +135,7 @@ def select_by_model_agreement(
 ) -> SelectionOutcome:
     """The ``agreement`` strategy: see ``flywheel.agreement``; ``model_probs`` (n_pool, C)
     come from the newest trained classifier, ``round_`` counts earlier selecting cycles."""
-    px, py, pw, pids = _pseudo_anchors(data, choice)
+    px, py, pw, pids = pseudo_anchors(data, choice)
     share = share_for_round(round_, learning.share_start, learning.share_end, learning.share_steps)
     result = select_by_agreement(
         choice.pool,

@@ -84,3 +84,20 @@ def test_cycle_without_labels_fails_with_reason(tiny_settings: Settings, make_pn
         cycle = s.scalars(select(Cycle)).one()
     assert cycle.state == "failed" and "at least two classes" in cycle.error
     ws.close()
+
+
+def test_calibrated_selection_without_bootstrap(tmp_path) -> None:
+    """The certified strategy: thresholds calibrated on human labels, no FixMatch bootstrap."""
+    learning = {**TINY, "selection": "calibrated", "fixmatch": "none", "target_precision": 0.9}
+    settings = Settings(data_dir=tmp_path / "d", learning=learning)
+    ws = open_workspace(settings)
+    ingest_digits(ws, n=300, labels_per_class=4)
+    registry = ModelRegistry.from_settings(settings)
+    result = run_cycle(ws, registry, settings.learning)
+    assert "out-of-fold" in result.metrics["calibration"]
+    assert result.metrics["selection_round"] == 0
+    with ws.db.session() as s:
+        pseudo = s.scalars(select(Label).where(Label.source == "pseudo")).all()
+    assert len(pseudo) == result.metrics["accepted"]
+    assert all(p.evidence["decision"] == "accepted" for p in pseudo)
+    ws.close()
