@@ -101,3 +101,31 @@ def test_calibrated_selection_without_bootstrap(tmp_path) -> None:
     assert len(pseudo) == result.metrics["accepted"]
     assert all(p.evidence["decision"] == "accepted" for p in pseudo)
     ws.close()
+
+
+def test_gpu_profile_code_path_runs_on_cpu(tmp_path) -> None:
+    """configs/gpu.yaml's choices (ResNet-18, RGB, resize, natural augmentations), tiny."""
+    from pathlib import Path
+
+    from flywheel.config import load_settings
+
+    repo = Path(__file__).resolve().parents[2]
+    gpu = load_settings(repo / "configs" / "gpu.yaml", data_dir=tmp_path / "d")
+    learning = gpu.learning.model_copy(
+        update={
+            "ssl_epochs": 1,
+            "train_epochs": 1,
+            "fixmatch_epochs": 1,
+            "steps_per_epoch": 1,
+            "batch_size": 16,
+            "num_workers": 1,  # augmentations in a worker process, as on a GPU node
+            "image_size": 16,
+        }
+    )
+    settings = gpu.model_copy(update={"learning": learning})
+    ws = open_workspace(settings)
+    ingest_digits(ws, n=120, labels_per_class=2)
+    result = run_cycle(ws, ModelRegistry.from_settings(settings), settings.learning)
+    assert result.state == "promoted"
+    assert ModelRegistry.from_settings(settings).load().backbone.name == "resnet18"
+    ws.close()
