@@ -154,8 +154,8 @@ def main() -> None:
             }
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "cycles"}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))  # after each run: keep partials
     print(markdown(results))
 
 

@@ -15,7 +15,12 @@ from the pool with the same seed. Per seed:
 Usage (2 CPU cores; each seed is ~1-3 minutes per labels-per-class setting):
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/learning_experiments.py \
-        --seeds 0 1 2 3 4 --labels-per-class 1 5 10
+        --seeds 0 1 2 3 4 --labels-per-class 1 5 10          # recipe A (defaults)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/learning_experiments.py \
+        --labels-per-class 1 --share-start 0.2 --cycles 6    # recipe B for 1 label/class
+
+Other rows of the notes: ``--ssl-method simclr``, ``--ssl-features backbone``,
+``--fixmatch none|all``, ``--pl-weight one``, ``--prototypes/--ssl-batch/--ssl-hidden``.
 """
 
 from __future__ import annotations
@@ -230,6 +235,8 @@ def run_seed(args: argparse.Namespace, x: np.ndarray, y: np.ndarray, seed: int) 
                 args.k,
             )
             idx, plab, pw = select(probs, votes, shares[cycle], lab)
+            if args.pl_weight == "one":
+                pw = np.ones_like(pw)
         rows[-1]["ssl_seconds"] = ssl_s
     return rows
 
@@ -242,6 +249,12 @@ def main() -> None:
     p.add_argument("--share-start", type=float, default=0.5)
     p.add_argument("--share-end", type=float, default=0.9)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument(
+        "--pl-weight",
+        default="conf",
+        choices=["conf", "one"],
+        help="train weight of a pseudo-label: its confidence, or 1",
+    )
     p.add_argument("--tau", type=float, default=0.1)
     p.add_argument("--ssl-method", default="swav", choices=["simclr", "swav"])
     p.add_argument("--ssl-epochs", type=int, default=SSLConfig.epochs)

@@ -119,8 +119,13 @@ def choose_embedding(
     scores = {
         name: loo_knn_accuracy(r["labeled"], labeled_labels, k) for name, r in results.items()
     }
-    # Ties go to the simpler candidate (dict order: learned first, so reverse).
-    best = max(reversed(list(scores)), key=lambda n: scores[n])
+    if np.bincount(labeled_labels).min() < 2:
+        # One label in a class: leave-one-out has no same-class neighbour to find, every
+        # candidate scores ~0 and the judge is blind. The learned embedding is then used
+        # (it won on every seed where it could be judged: bench/LEARNING_NOTES.md).
+        best = next(iter(results))
+    else:  # ties go to the simpler candidate (dict order: learned first, so reverse)
+        best = max(reversed(list(scores)), key=lambda n: scores[n])
     chosen = results[best]
     return EmbeddingChoice(
         best, fingerprints[best], chosen["labeled"], chosen["pool"], chosen["test"], scores

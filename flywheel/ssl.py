@@ -54,6 +54,12 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class SSLConfig:
+    """Everything that determines the trained weights (it is part of the checkpoint key).
+
+    Defaults are the digits recipe; for photos use ``AugmentConfig.for_natural("strong")``
+    and a ResNet. ``num_workers`` > 0 runs the augmentations in DataLoader worker processes.
+    """
+
     method: str = "swav"  # "swav" | "simclr"
     backbone: str = "small_cnn"  # see flywheel.models.BACKBONES
     width: int = 32  # small_cnn channel width
@@ -67,6 +73,7 @@ class SSLConfig:
     warmup_epochs: int = 5
     temperature: float = 0.2  # NT-Xent / SwAV softmax temperature
     n_prototypes: int = 50  # swav; ~5x the classes (10 and 100 both measured worse)
+    # Per-data-set choice: the digits preset has no flips (a mirrored 2 is not a 2).
     sinkhorn_eps: float = 0.05  # swav
     freeze_prototypes_epochs: int = 1  # swav: let codes settle before prototypes move
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig.for_digits("strong"))
