@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-METHODS = ["numpy", "flat", "ivf", "hnsw", "select_flat"]
+METHODS = ["numpy", "flat", "ivf", "hnsw", "select_flat", "agreement"]
 DIM, CLASSES, CLUSTERS = 128, 10, 100
 
 
@@ -71,6 +71,18 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
     build_s = 0.0
     if method == "numpy":
         _, ids = _numpy_knn(pool, labeled, k)
+    elif method == "agreement":  # the cycle's default strategy (flywheel.agreement)
+        from flywheel.agreement import AgreementConfig, select_by_agreement
+
+        rng = np.random.default_rng(1)
+        logits = rng.normal(size=(n, CLASSES)).astype(np.float32)
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        del logits
+        rss0, t0 = _rss_mib(), time.perf_counter()
+        r = select_by_agreement(
+            pool, probs, labeled, lab_y, np.ones(n_labeled), CLASSES, AgreementConfig(k=k)
+        )
+        ids = r.neighbor_ids
     elif method == "select_flat":
         rng = np.random.default_rng(1)
         logits = rng.normal(size=(n, CLASSES)).astype(np.float32)

@@ -22,7 +22,7 @@ from flywheel.cycle import run_cycle
 from flywheel.cycle_data import load_cycle_data
 from flywheel.embeddings import EmbeddingCache, choose_embedding
 from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
-from flywheel.learning import classifier_probs, pseudo_anchors, ssl_features, train_ssl_backbone
+from flywheel.learning import classifier_probs, pseudo_anchors, train_ssl_backbone
 from flywheel.registry import ModelRegistry
 from flywheel.workspace import open_workspace
 
@@ -51,7 +51,7 @@ def main() -> None:
         data = load_cycle_data(ws.db, ws.blobs, None, 1)
         ssl = train_ssl_backbone(data, settings.learning, Path(tmp) / "cache" / "ssl")
         choice = choose_embedding(
-            {"ssl": ssl_features(ssl)},
+            {"ssl": ssl.encoder},
             {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
             {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids},
             data.labeled.labels,

@@ -30,7 +30,6 @@ from flywheel.learning import (
     pseudo_label_quality,
     select_by_model_agreement,
     select_for_cycle,
-    ssl_features,
     train_ssl_backbone,
 )
 from flywheel.plots import confusion_matrix_png
@@ -206,7 +205,7 @@ def _run(
     )
     # Only label-free embeddings compete: the champion's own features were trained on the
     # human labels, so a leave-one-out judge on those labels would always crown them.
-    candidates = {"ssl": ssl_features(ssl)} if ssl is not None else {}
+    candidates = {"ssl": ssl.encoder} if ssl is not None else {}
     comparable = champion is not None and champion.tags.get("classes") == ",".join(data.classes)
     choice = choose_embedding(
         candidates,

@@ -72,12 +72,6 @@ def train_ssl_backbone(
     return train_ssl(images, cfg, cache_dir / key, progress)
 
 
-def ssl_features(ssl: SSLResult) -> nn.Module:
-    """Backbone + projection head: on digits its kNN accuracy beat the bare backbone's
-    (bench/LEARNING_NOTES.md)."""
-    return nn.Sequential(ssl.backbone, ssl.projector)
-
-
 @dataclass
 class SelectionOutcome:
     result: SelectionResult
