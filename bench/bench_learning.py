@@ -130,7 +130,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
+    ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
     args = ap.parse_args()
+    if args.report:
+        print(markdown([row for path in args.report for row in json.loads(path.read_text())]))
+        return
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     # sklearn 1.9 deprecates SVC(probability=True); it is still the documented reference.
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -162,8 +166,8 @@ def main() -> None:
 def markdown(results: list[dict]) -> str:
     lines = [
         "| labels/class | flywheel | supervised only | LabelSpreading | SelfTraining | "
-        "pseudo precision (last) | pseudo coverage (last) | seconds/seed |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "pseudo precision (last) | pseudo coverage (last) | seeds | seconds/seed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sorted({r["labels_per_class"] for r in results}):
         rows = [r for r in results if r["labels_per_class"] == n]
@@ -180,7 +184,7 @@ def markdown(results: list[dict]) -> str:
         )
         lines.append(
             f"| {n} | {mean('flywheel')} | {mean('supervised')} | {mean('label_spreading')} | "
-            f"{mean('self_training')} | {prec_s} | {100 * np.mean(cov):.1f} | "
+            f"{mean('self_training')} | {prec_s} | {100 * np.mean(cov):.1f} | {len(rows)} | "
             f"{np.mean([r['flywheel_seconds'] for r in rows]):.0f} |"
         )
     return "\n".join(lines)

@@ -3,9 +3,12 @@
 Both models are scored on the same frozen evaluation set (the test split, never trained
 on). The candidate must beat the champion's accuracy by ``margin`` and may not lose more
 than ``per_class_tolerance`` on any single class: a better average that sacrifices one class
-is not an improvement a product team wants. With ~50 test images a class, three images are
-six points, so a class drop only blocks when it is also larger than sampling noise: beyond
-``z`` standard errors of the difference of the two accuracies (one-sided, 95 % by default).
+is not an improvement a product team wants. Classes are compared by F1, not recall: a
+weak model that sends everything to one class has 100 % recall there, and a better model
+that stops doing so must not look like a regression of that class. With ~50 test images a
+class, three images are six points, so a class drop only blocks when it is also larger
+than sampling noise: beyond ``z`` standard errors (binomial approximation over the class's
+test images; one-sided, 95 % by default).
 """
 
 from __future__ import annotations
@@ -34,11 +37,20 @@ class GateDecision:
     candidate_accuracy: float
     champion_accuracy: float | None
     accuracy_delta: float | None
-    per_class_delta: list[float | None]  # candidate - champion, per class
+    per_class_delta: list[float | None]  # F1, candidate - champion, per class
     worst_class: int | None  # the class that lost most (None without a champion)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def per_class_f1(confusion: list[list[int]]) -> list[float | None]:
+    """F1 per class from a [true][predicted] count matrix; None for a class with no images."""
+    out: list[float | None] = []
+    for c, row in enumerate(confusion):
+        support, predicted = sum(row), sum(r[c] for r in confusion)
+        out.append(2 * row[c] / (support + predicted) if support else None)
+    return out
 
 
 def decide_promotion(
@@ -55,22 +67,21 @@ def decide_promotion(
             [None] * len(candidate.per_class_accuracy),
             None,
         )
-    if candidate.n != champion.n or len(candidate.per_class_accuracy) != len(
-        champion.per_class_accuracy
-    ):
+    if candidate.n != champion.n or len(candidate.confusion) != len(champion.confusion):
         raise InvalidInputError("gate: candidate and champion were scored on different sets")
+    cand_f1, champ_f1 = per_class_f1(candidate.confusion), per_class_f1(champion.confusion)
     deltas = [
-        None if c is None or p is None else c - p
-        for c, p in zip(candidate.per_class_accuracy, champion.per_class_accuracy, strict=True)
+        None if c is None or p is None else c - p for c, p in zip(cand_f1, champ_f1, strict=True)
     ]
-    support = [sum(row) for row in candidate.confusion] or [0] * len(deltas)
+    support = [sum(row) for row in candidate.confusion]
     known = [(d, i) for i, d in enumerate(deltas) if d is not None]
     worst_class = min(known)[1] if known else None
     regressions = []
     for d, i in sorted(known):
         if d >= -config.per_class_tolerance:
             break
-        a, b = candidate.per_class_accuracy[i], champion.per_class_accuracy[i]
+        a, b = cand_f1[i], champ_f1[i]
+        assert a is not None and b is not None
         n = max(support[i], 1)
         noise = config.z * math.sqrt((a * (1 - a) + b * (1 - b)) / n)
         if -d > noise:
@@ -83,7 +94,7 @@ def decide_promotion(
         d, i, noise = regressions[0]
         promote = False
         reason = (
-            f"class {i} regresses by {-d:.4f}, over the {config.per_class_tolerance:.4f} "
+            f"class {i} F1 regresses by {-d:.4f}, over the {config.per_class_tolerance:.4f} "
             f"tolerance and the {noise:.4f} noise bound"
         )
     else:

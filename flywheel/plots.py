@@ -35,23 +35,29 @@ def confusion_matrix_png(confusion: list[list[int]], classes: Sequence[str], pat
 
 
 def cycles_png(rows: Sequence[dict[str, float | None]], path: Path) -> Path:
-    """Test accuracy and pseudo-label precision / coverage per cycle (one line each)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    """Left: test accuracy and pseudo-label precision per cycle (zoomed to where they move);
+    right: share of the pool covered by accepted pseudo-labels."""
     cycles = list(range(1, len(rows) + 1))
-    for key, label, style in (
-        ("test_accuracy", "test accuracy", "o-"),
-        ("pseudo_precision", "pseudo-label precision", "s-"),
-        ("pseudo_coverage", "pseudo-label coverage of the pool", "^--"),
-    ):
-        values = [r.get(key) for r in rows]
-        if any(v is not None for v in values):
-            ax.plot(cycles, [float("nan") if v is None else v for v in values], style, label=label)
-    ax.set_xlabel("cycle")
-    ax.set_xticks(cycles)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("Flywheel on digits: each turn of the wheel")
+
+    def series(key: str) -> list[float]:
+        return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8), dpi=110)
+    acc, prec = series("test_accuracy"), series("pseudo_precision")
+    left.plot(cycles, acc, "o-", label="test accuracy (frozen split)")
+    left.plot(cycles, prec, "s-", label="pseudo-label precision")
+    known = [v for v in acc + prec if v == v]
+    left.set_ylim(max(0.0, min(known, default=0.9) - 0.02), 1.005)
+    left.set_title("quality")
+    right.plot(cycles, series("pseudo_coverage"), "^--", color="tab:green")
+    right.set_ylim(0, 1.02)
+    right.set_title("pseudo-labels: share of the pool")
+    for ax in (left, right):
+        ax.set_xlabel("cycle")
+        ax.set_xticks(cycles)
+        ax.grid(alpha=0.3)
+    left.legend(loc="lower right")
+    fig.suptitle("Flywheel on digits: each turn of the wheel")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
