@@ -52,6 +52,22 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf: stop rather than write garbage weights."""
 
 
+def optimizer_step(
+    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, where: str
+) -> float:
+    """One (AMP-scaled) step; refuse a non-finite loss rather than write garbage weights.
+
+    ``where`` names the spot for the error (e.g. "SSL loss ... at epoch 3, step 7").
+    """
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{where} is {loss.item()}; lower lr or check the inputs")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss.item()
+
+
 @dataclass
 class SSLConfig:
     """Everything that determines the trained weights (it is part of the checkpoint key).
@@ -237,16 +253,9 @@ def train_ssl(
                 v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=amp):
                     loss = model.loss(config, v1, v2)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"SSL loss is {loss.item()} at epoch {epoch + 1}, "
-                        f"step {i + 1}; lower lr or check the inputs"
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                total_loss += loss.item()
+                total_loss += optimizer_step(
+                    loss, opt, scaler, f"SSL loss at epoch {epoch + 1}, step {i + 1}"
+                )
             losses.append(total_loss / steps)
             if ckpt is not None:
                 _save_atomic(

@@ -31,7 +31,7 @@ from flywheel.models import (
     images_to_tensor,
     resolve_device,
 )
-from flywheel.ssl import NonFiniteLossError, embed
+from flywheel.ssl import embed, optimizer_step
 
 
 @dataclass
@@ -170,15 +170,9 @@ def train_classifier(
                     )
                     loss = (ce * wb).sum() / wb.sum().clamp_min(1e-8)
                     loss = loss + config.fixmatch_weight * loss_u
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"classifier loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}"
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                epoch_loss += loss.item()
+                epoch_loss += optimizer_step(
+                    loss, opt, scaler, f"classifier loss at epoch {epoch + 1}, step {i + 1}"
+                )
             losses.append(epoch_loss / steps)
             if progress is not None:
                 progress(epoch + 1, config.epochs, losses[-1])
