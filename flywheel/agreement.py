@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
-from flywheel.embedding_index import build_index, search
+from flywheel.embedding_index import IndexKind, build_index, search
 from flywheel.errors import InvalidInputError
 from flywheel.selection import Decision, SelectionResult
 
@@ -28,6 +29,8 @@ class AgreementConfig:
     tau: float = 0.1  # temperature of the neighbour weights
     share: float = 0.5  # per-class quota as a fraction of pool / num_classes
     max_review: int = 200
+    # "flat" (exact) by default; "ivf" / "hnsw" for anchor sets in the millions.
+    index_kind: IndexKind = "flat"
 
 
 def share_for_round(round_: int, start: float, end: float, steps: int) -> float:
@@ -45,6 +48,7 @@ def select_by_agreement(
     anchor_weights: np.ndarray,
     num_classes: int,
     config: AgreementConfig,
+    index: faiss.Index | None = None,
 ) -> SelectionResult:
     """``pool_embeddings`` (n, d), ``anchor_embeddings`` (m, d) unit float32;
     ``pool_probs`` (n, C); ``anchor_labels`` int (m,); ``anchor_weights`` float (m,) > 0.
@@ -52,7 +56,8 @@ def select_by_agreement(
     Returns a ``SelectionResult`` whose ``neighbor_ids`` index the anchors and whose
     ``thresholds`` are the per-class confidence of the last accepted sample (the effective
     cut-off; +inf where a class accepted nothing). ``calibration`` is None: this strategy
-    controls coverage, and its precision is measured, not certified.
+    controls coverage, and its precision is measured, not certified. ``index``: a prebuilt
+    index over the anchors (e.g. to keep with the cycle's artifacts); built here if None.
     """
     n, m = len(pool_embeddings), len(anchor_embeddings)
     if pool_probs.shape != (n, num_classes):
@@ -60,7 +65,9 @@ def select_by_agreement(
     if anchor_labels.shape != (m,) or anchor_weights.shape != (m,) or m == 0:
         raise InvalidInputError("need at least one anchor, with one label and weight each")
     k = min(config.k, m)
-    sims, ids = search(build_index(anchor_embeddings), pool_embeddings, k)
+    if index is None:
+        index = build_index(anchor_embeddings, config.index_kind)
+    sims, ids = search(index, pool_embeddings, k)
     weights = anchor_weights[ids] * np.exp((sims - 1.0) / config.tau)
     votes = np.zeros((n, num_classes))
     np.add.at(votes, (np.repeat(np.arange(n), k), anchor_labels[ids].ravel()), weights.ravel())

@@ -20,6 +20,7 @@ from flywheel.config import LearningSettings
 from flywheel.cycle_data import CycleData, load_cycle_data
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.db.models import CycleState, LabelSource, ReviewState, utcnow
+from flywheel.embedding_index import save_index
 from flywheel.embeddings import EmbeddingCache, choose_embedding
 from flywheel.gate import GateConfig, GateDecision, decide_promotion
 from flywheel.learning import (
@@ -332,6 +333,8 @@ def _run(
                 candidate_eval.confusion, data.classes, Path(tmp) / "confusion_matrix.png"
             )
             registry.log_artifact(png)
+            if outcome is not None and outcome.index is not None:
+                registry.log_artifact(save_index(outcome.index, Path(tmp) / "anchors.faiss"))
         model_version = registry.log_model(
             trained.model,
             {

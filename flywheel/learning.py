@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -21,6 +22,7 @@ from torch import nn
 from flywheel.agreement import AgreementConfig, select_by_agreement, share_for_round
 from flywheel.config import LearningSettings
 from flywheel.cycle_data import CycleData
+from flywheel.embedding_index import build_index
 from flywheel.embeddings import EmbeddingChoice
 from flywheel.models import AugmentConfig, Backbone, Classifier
 from flywheel.selection import Decision, SelectionConfig, SelectionResult, select_pseudo_labels
@@ -78,6 +80,7 @@ class SelectionOutcome:
     reference_ids: list[str]  # what result.neighbor_ids index into
     embedding: str
     calibration: str  # how the thresholds were calibrated
+    index: faiss.Index | None = None  # the anchors' FAISS index, kept with the cycle's run
 
     def evidence(self, i: int) -> dict[str, Any]:
         """Provenance of pool sample ``i``'s decision, small enough for a JSON column."""
@@ -131,17 +134,20 @@ def select_by_model_agreement(
     come from the newest trained classifier, ``round_`` counts earlier selecting cycles."""
     px, py, pw, pids = pseudo_anchors(data, choice)
     share = share_for_round(round_, learning.share_start, learning.share_end, learning.share_steps)
+    anchors = np.concatenate([choice.labeled, px])
+    index = build_index(anchors, learning.index_kind)
     result = select_by_agreement(
         choice.pool,
         model_probs,
-        np.concatenate([choice.labeled, px]),
+        anchors,
         np.concatenate([data.labeled.labels, py]),
         np.concatenate([np.ones(len(data.labeled.labels)), np.maximum(pw, 1e-3)]),
         data.num_classes,
         AgreementConfig(k=learning.k, tau=learning.tau, share=share),
+        index=index,
     )
     how = f"agreement, class quota {share:.0%} of the pool, {len(pids)} pseudo anchors"
-    return SelectionOutcome(result, data.labeled.ids + pids, choice.name, how)
+    return SelectionOutcome(result, data.labeled.ids + pids, choice.name, how, index)
 
 
 def select_for_cycle(
@@ -194,7 +200,10 @@ def select_for_cycle(
     if len(pseudo_y):
         how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
     cfg = SelectionConfig(
-        k=learning.k, target_precision=learning.target_precision, seed=learning.seed
+        k=learning.k,
+        target_precision=learning.target_precision,
+        seed=learning.seed,
+        index_kind=learning.index_kind,
     )
     result = select_pseudo_labels(
         choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg

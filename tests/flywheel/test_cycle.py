@@ -68,6 +68,8 @@ def test_two_cycles_end_to_end(tiny_settings: Settings) -> None:
     run = registry.client.get_run(cycles[0].mlflow_run_id)
     assert "test_accuracy" in run.data.metrics and "train_loss" in run.data.metrics
     assert run.data.params["dataset_version"] == first.dataset_version
+    artifacts = {a.path for a in registry.client.list_artifacts(cycles[1].mlflow_run_id)}
+    assert {"confusion_matrix.png", "gate.json", "anchors.faiss"} <= artifacts
     ws.close()
 
 
