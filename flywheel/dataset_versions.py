@@ -107,7 +107,10 @@ class VersionDiff:
             counts[("reattributed", label, sb)] += 1
         return [
             {"change": c, "label": label, "source": s, "count": n}
-            for (c, label, s), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1]))
+            # Ties in count are ordered by class and source, so the summary is reproducible.
+            for (c, label, s), n in sorted(
+                counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1], kv[0][2])
+            )
         ]
 
 

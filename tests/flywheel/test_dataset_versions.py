@@ -1,3 +1,4 @@
+import zlib
 from pathlib import Path
 
 import pyarrow.csv as pacsv
@@ -14,7 +15,7 @@ from flywheel.workspace import Workspace, open_workspace
 def seed(ws: Workspace, make_png, labels: dict[str, str]) -> dict[str, str]:
     """Ingest one image per name with the given seed labels; returns name -> sample id."""
     cands = [
-        Candidate(n, lambda n=n: make_png(hash(n) % 100_000), lab) for n, lab in labels.items()
+        Candidate(n, lambda n=n: make_png(zlib.crc32(n.encode())), lab) for n, lab in labels.items()
     ]
     report = ingest_candidates(ws.db, ws.blobs, cands, "test", ws.settings.ingest, SplitPlan())
     return dict(zip(labels, report.sample_ids, strict=True))
