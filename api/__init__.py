@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI): a thin layer over ``flywheel`` (not built yet)."""

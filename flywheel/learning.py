@@ -168,14 +168,7 @@ def select_for_cycle(
     # Pseudo-labels the wheel already accepted teach the classifier too (weighted by their
     # confidence); calibration still scores only human labels, each by a model that never
     # saw it.
-    index = {c: i for i, c in enumerate(data.classes)}
-    has_pseudo = np.array([sid in data.pool_current for sid in data.pool_ids], dtype=bool)
-    pseudo_x = choice.pool[has_pseudo]
-    pseudo_y = np.array(
-        [index[data.pool_current[sid][0]] for sid in np.array(data.pool_ids)[has_pseudo]],
-        dtype=np.int64,
-    )
-    pseudo_w = np.array([data.pool_current[sid][1] for sid in np.array(data.pool_ids)[has_pseudo]])
+    pseudo_x, pseudo_y, pseudo_w, _ = pseudo_anchors(data, choice)
 
     def fit(rows: np.ndarray) -> LogisticRegression:
         x = np.concatenate([choice.labeled[rows], pseudo_x])

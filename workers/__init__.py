@@ -1,0 +1,1 @@
+"""Celery tasks wrapping the cycle steps of ``flywheel.cycle`` (not built yet)."""
