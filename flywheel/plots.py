@@ -11,6 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): the backend must be chosen first
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)  # figures are global in pyplot: close or leak one per cycle
+    return path
+
+
 def confusion_matrix_png(confusion: list[list[int]], classes: Sequence[str], path: Path) -> Path:
     """Rows are true classes, columns predicted; counts annotated in each cell."""
     n = len(classes)
@@ -27,11 +35,7 @@ def confusion_matrix_png(confusion: list[list[int]], classes: Sequence[str], pat
                 color = "white" if count > peak / 2 else "black"
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
     ax.set_title("confusion matrix (test split)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cycles_png(rows: Sequence[dict[str, float | None]], path: Path) -> Path:
@@ -58,8 +62,4 @@ def cycles_png(rows: Sequence[dict[str, float | None]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     left.legend(loc="lower right")
     fig.suptitle("Flywheel on digits: each turn of the wheel")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
