@@ -67,6 +67,37 @@ class IngestSettings(BaseModel):
     batch_size: int = Field(default=512, gt=0)
 
 
+class ApiSettings(BaseModel):
+    """The HTTP service (``flywheel serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Bodies over this are refused with 413 before they are read into memory.
+    max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    # Seconds a verified key (or a revocation) may be served from memory: a revoked key
+    # stops working within this time. 0 checks the database on every request.
+    auth_cache_seconds: float = Field(default=5.0, ge=0.0)
+    # How often the server looks for a newly promoted champion (no restart needed).
+    champion_refresh_seconds: float = Field(default=5.0, ge=0.0)
+    top_k: int = Field(default=5, gt=0)
+    # Feedback items per request to the batch endpoint, and per group commit.
+    max_batch_items: int = Field(default=1000, gt=0)
+    # With no broker, POST /v1/cycles runs the cycle in a thread of the API process.
+    run_cycles_in_process: bool = True
+
+
+class ConsensusSettings(BaseModel):
+    """Turning users' feedback into labels (Dawid-Skene over annotators)."""
+
+    # A sample whose consensus posterior is below this goes to the review queue instead.
+    min_confidence: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Beta prior on an annotator's accuracy before any evidence (pseudo-counts right/wrong):
+    # new annotators are trusted moderately, and evidence moves them quickly.
+    prior_correct: float = Field(default=4.0, gt=0.0)
+    prior_wrong: float = Field(default=1.0, gt=0.0)
+    max_iterations: int = Field(default=50, gt=0)
+
+
 class LearningSettings(BaseModel):
     """One cycle's learning choices. Defaults suit the built-in digits set on 2 CPU cores."""
 
@@ -121,6 +152,8 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     ingest: IngestSettings = IngestSettings()
     learning: LearningSettings = LearningSettings()
+    api: ApiSettings = ApiSettings()
+    consensus: ConsensusSettings = ConsensusSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,7 @@
 """Metadata database: records (models), engine/sessions (session), Alembic migrations."""
 
 from flywheel.db.models import (
+    ApiKey,
     Base,
     Cycle,
     DatasetVersion,
@@ -14,6 +15,7 @@ from flywheel.db.models import (
 from flywheel.db.session import Database, open_database
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Cycle",
     "Database",

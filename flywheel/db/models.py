@@ -161,7 +161,10 @@ class Feedback(Base):
     app_id: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(200))
+    # "<tenant>:<client key>": Idempotency-Key values are scoped to the tenant that sent them.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # sha256 of the request body, so a replayed key with a different body is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
@@ -180,6 +183,25 @@ class Cycle(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Role(enum.StrEnum):
+    APP = "app"  # product apps: predict, feedback, upload samples
+    ENGINEER = "engineer"  # also cycles, review, models, datasets
+
+
+class ApiKey(Base):
+    """An API key; only the sha256 of its secret is stored, never the secret itself."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public part of the token
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZDateTime())
 
 
 class ReviewState(enum.StrEnum):
