@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from flywheel.config import LearningSettings
+from flywheel.consensus import resolve_feedback
 from flywheel.cycle_data import CycleData, load_cycle_data
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.db.models import CycleState, LabelSource, ReviewState, utcnow
@@ -189,6 +190,8 @@ def _run(
     _update(ws, cycle_id, dataset_version_in=version_in)
 
     step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
+    # Users' feedback becomes labels (or review items) before the cycle reads its labels.
+    feedback = resolve_feedback(ws.db, ws.settings.consensus)
     data = load_cycle_data(ws.db, ws.blobs, learning.image_size, learning.channels)
     champion = registry.champion()
     champion_model = registry.load(champion.version) if champion else None
@@ -319,6 +322,8 @@ def _run(
             "selection_round": None if bootstrap else selection_round,
             "pool": len(data.pool_ids),
             "labels_written": written,
+            "feedback_labels": feedback.labels_written,
+            "feedback_review": feedback.review_opened + feedback.review_updated,
             "labels_by_source": version.stats["by_source"],
             **quality,
         }

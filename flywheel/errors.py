@@ -18,3 +18,15 @@ class InvalidInputError(FlywheelError):
 
 class IntegrityError(FlywheelError):
     """Stored data that fails its checksum: refuse it rather than use it."""
+
+
+class ForbiddenError(FlywheelError):
+    """The caller may not touch this record (another tenant's, or a role that lacks it)."""
+
+
+class ConflictError(FlywheelError):
+    """The request clashes with work in progress (a cycle running, a request in flight)."""
+
+
+class UnsupportedMediaError(InvalidInputError):
+    """Bytes that are not an image of an allowed format at all (not merely corrupt)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from flywheel.errors import InvalidInputError
+from flywheel.errors import InvalidInputError, UnsupportedMediaError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def inspect_image(
             with Image.open(io.BytesIO(data)) as img:
                 fmt = (img.format or "").upper()
                 if fmt not in allowed_formats:
-                    raise InvalidInputError(f"image format {fmt or 'unknown'} is not allowed")
+                    raise UnsupportedMediaError(f"image format {fmt or 'unknown'} is not allowed")
                 width, height = img.size
                 if width * height > max_pixels:
                     raise InvalidInputError(
@@ -51,7 +51,7 @@ def inspect_image(
     except InvalidInputError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise InvalidInputError("not a decodable image") from None
+        raise UnsupportedMediaError("not a decodable image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInputError(f"corrupt or truncated image ({exc})") from None
     return ImageInfo(fmt, width, height, mode)

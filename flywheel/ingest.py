@@ -306,6 +306,26 @@ def _uri_reader(uri: str, base_dir: Path, schemes: Sequence[str]) -> Callable[[]
     return read
 
 
+def remote_candidates(
+    rows: Sequence[dict[str, str | None]], uri_schemes: Sequence[str]
+) -> list[Candidate]:
+    """Rows ``{uri, label?, split?}`` sent over the network: only allowed URI schemes.
+
+    Unlike a manifest on the server's own disk, a remote caller may not name local paths.
+    """
+    out = []
+    for i, row in enumerate(rows):
+        uri = row.get("uri") or ""
+        scheme = uri.split("://", 1)[0] if "://" in uri else None
+        name = f"item {i + 1}: {uri}"
+        if scheme is None or scheme == "file":
+            reader = _unsupported("unknown URI: local paths cannot be ingested over HTTP")
+        else:
+            reader = _uri_reader(uri, Path("."), uri_schemes)
+        out.append(Candidate(name, reader, row.get("label"), row.get("split")))
+    return out
+
+
 def manifest_candidates(path: Path, uri_schemes: Sequence[str]) -> list[Candidate]:
     """Rows of a Parquet or CSV manifest: ``uri`` (required), ``label`` and ``split`` optional.
 

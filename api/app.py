@@ -1,0 +1,82 @@
+"""The FastAPI application: ``create_app(settings)`` wires the library to HTTP.
+
+Everything stateful (database, stores, registry, champion cache, feedback writer) is
+opened in the lifespan and hung on ``app.state.ctx``; routes reach it through
+``api.auth.get_context``, which tests can override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.context import ApiContext, TTLCache
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
+from api.metrics import Metrics, RequestMetrics
+from api.routes import feedback, health, predict
+from flywheel import __version__
+from flywheel.config import Settings
+from flywheel.feedback import FeedbackWriter
+from flywheel.registry import ModelRegistry
+from flywheel.serving import ChampionCache
+from flywheel.workspace import open_workspace
+
+DESCRIPTION = """
+Flywheel's HTTP API. Product apps (`app` keys) predict, send feedback and upload samples;
+ML engineers (`engineer` keys) also run cycles, review labels, read datasets and move
+models. Send the key as `Authorization: Bearer <key>`.
+"""
+
+
+def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
+    ws = open_workspace(settings)
+    registry = ModelRegistry.from_settings(settings)
+    api = settings.api
+    ctx = ApiContext(
+        settings=settings,
+        ws=ws,
+        registry=registry,
+        champion=ChampionCache(registry, api.champion_refresh_seconds),
+        writer=None,  # type: ignore[arg-type]  # set just below: it needs ctx.labels
+        auth_cache=TTLCache(api.auth_cache_seconds),
+        labels_cache=TTLCache(api.auth_cache_seconds),
+        metrics=metrics,
+    )
+    ctx.writer = FeedbackWriter(ws.db, ctx.labels, api.max_batch_items)
+    return ctx
+
+
+def create_app(settings: Settings) -> FastAPI:
+    holder: dict[str, ApiContext] = {}
+
+    def champion_version() -> str | None:
+        ctx = holder.get("ctx")
+        return ctx.champion.loaded_version if ctx else None
+
+    metrics = Metrics(champion_version)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = open_context(settings, metrics)
+        holder["ctx"] = ctx
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    app = FastAPI(
+        title="Flywheel",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, predict, feedback):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

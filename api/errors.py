@@ -1,0 +1,109 @@
+"""Every expected failure becomes a JSON error ``{"error": {"code", "message"}}`` with a 4xx.
+
+Library errors map by type; request-validation errors keep FastAPI's details; an
+unexpected exception is a bug and answers 500 without leaking internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flywheel.api_keys import AuthenticationError
+from flywheel.errors import (
+    ConflictError,
+    FlywheelError,
+    ForbiddenError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedMediaError,
+)
+from flywheel.feedback import IdempotencyMismatchError
+from flywheel.serving import NoModelError
+
+log = logging.getLogger("flywheel.api")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# Most specific first: IdempotencyMismatchError is an InvalidInputError.
+STATUS: list[tuple[type[Exception], int, str]] = [
+    (IdempotencyMismatchError, 422, "idempotency_key_reused"),
+    (UnsupportedMediaError, 415, "unsupported_media"),
+    (NotFoundError, 404, "not_found"),
+    (ForbiddenError, 403, "forbidden"),
+    (ConflictError, 409, "conflict"),
+    (NoModelError, 409, "no_model"),
+    (InvalidInputError, 422, "invalid_input"),
+    (IntegrityError, 409, "integrity"),
+    (FlywheelError, 400, "bad_request"),
+]
+
+# For the OpenAPI document: what each route may answer besides success.
+COMMON_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (401, "missing, unknown or revoked API key"),
+        (403, "the key's role or tenant may not do this"),
+        (413, "request body too large"),
+        (422, "invalid input"),
+    ]
+}
+
+
+def error_response(status: int, code: str, message: str, details: list | None = None):
+    body: dict = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def status_for(exc: Exception) -> tuple[int, str]:
+    for kind, status, code in STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FlywheelError)
+    async def flywheel_error(_: Request, exc: FlywheelError) -> JSONResponse:
+        status, code = status_for(exc)
+        return error_response(status, code, str(exc))
+
+    @app.exception_handler(AuthenticationError)
+    async def auth_error(_: Request, exc: AuthenticationError) -> JSONResponse:
+        return error_response(401, "unauthorized", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return error_response(422, "invalid_request", "the request is malformed", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "body_too_large" if exc.status_code == 413 else f"http_{exc.status_code}"
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "internal error: see the server log")

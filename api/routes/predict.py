@@ -1,0 +1,71 @@
+"""``POST /v1/predict``: classify an uploaded image (or a stored sample) with the champion."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from api.auth import AnyKey, Context
+from api.errors import COMMON_RESPONSES, ErrorResponse
+from api.schemas import PredictionOut, TopK
+from flywheel.errors import InvalidInputError
+from flywheel.serving import PredictionRecord, predict_sample, store_input
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+def prediction_out(p: PredictionRecord) -> PredictionOut:
+    return PredictionOut(
+        prediction_id=p.id,
+        sample_id=p.sample_id,
+        label=p.label,
+        confidence=p.confidence,
+        top_k=[TopK(label=str(t["label"]), probability=float(t["probability"])) for t in p.top_k],
+        model_version=p.model_version,
+        created_at=p.created_at,
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionOut,
+    status_code=201,
+    responses={
+        **COMMON_RESPONSES,
+        404: {"model": ErrorResponse, "description": "unknown sample id"},
+        409: {"model": ErrorResponse, "description": "no champion model yet"},
+        415: {"model": ErrorResponse, "description": "not an image"},
+    },
+)
+async def predict(
+    ctx: Context,
+    key: AnyKey,
+    file: Annotated[UploadFile | None, File(description="An image to classify")] = None,
+    sample_id: Annotated[
+        str | None, Form(min_length=64, max_length=64, description="Or a stored sample's id")
+    ] = None,
+    top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
+) -> PredictionOut:
+    """Classify one input. The input is stored (content-addressed) and so is the prediction."""
+    if (file is None) == (sample_id is None):
+        raise InvalidInputError("send exactly one of: an image file, or a sample_id")
+    data = await file.read() if file is not None else None
+    k = top_k or ctx.settings.api.top_k
+
+    def work() -> PredictionRecord:
+        serving = ctx.champion.current()
+        sid = sample_id
+        if data is not None:
+            sid = store_input(
+                ctx.ws.db, ctx.ws.blobs, data, ctx.settings.ingest, f"predict:{key.tenant}"
+            )
+        assert sid is not None
+        return predict_sample(
+            ctx.ws.db, ctx.ws.blobs, serving, sid, ctx.settings.learning, k, key.tenant, data
+        )
+
+    record = await run_in_threadpool(work)
+    ctx.metrics.predictions.labels(record.model_version).inc()
+    return prediction_out(record)
