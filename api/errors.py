@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from flywheel.api_keys import AuthenticationError
 from flywheel.errors import (
@@ -65,12 +66,30 @@ COMMON_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: list | None = None):
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": body}, status_code=status, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def status_for(exc: Exception) -> tuple[int, str]:
@@ -99,9 +118,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", "the request is malformed", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "body_too_large" if exc.status_code == 413 else f"http_{exc.status_code}"
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status, headers = exc.status_code, dict(exc.headers or {})
+        if status == 400:  # FastAPI's "error parsing the body" (e.g. bytes that are not JSON)
+            return error_response(422, "invalid_request", f"the request is malformed: {exc.detail}")
+        if status == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        code = "body_too_large" if status == 413 else f"http_{status}"
+        return error_response(status, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

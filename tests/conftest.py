@@ -6,6 +6,7 @@ import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'flywheel.db'}"
         return
+    with postgres_schema_url() as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """A URL into a fresh schema of the shared PostgreSQL, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +83,20 @@ def api_settings(tmp_path: Path, db_url: str, model_store: ModelStore) -> Settin
 def api_workspace(api_settings: Settings) -> Iterator[Workspace]:
     """200 real digits: 3 seed labels per class, 20 % test split, the rest pool."""
     ws = open_workspace(api_settings)
+    add_digits(ws)
+    yield ws
+    ws.close()
+
+
+def add_digits(ws: Workspace, n: int = 200) -> None:
     ingest_candidates(
         ws.db,
         ws.blobs,
-        digits_candidates()[:200],
+        digits_candidates()[:n],
         "digits",
-        api_settings.ingest,
+        ws.settings.ingest,
         SplitPlan(labels_per_class=3, test_fraction=0.2, seed=0),
     )
-    yield ws
-    ws.close()
 
 
 @dataclass(frozen=True)
@@ -139,14 +144,13 @@ class LiveServer:
     settings: Settings
 
 
-@pytest.fixture
-def live_server(api_settings: Settings, api_workspace: Workspace) -> Iterator[LiveServer]:
-    """The real app under uvicorn on 127.0.0.1 (a thread of the test process)."""
+@contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn on 127.0.0.1 (a thread); yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(api_settings), host="127.0.0.1", port=port, log_level="warning"
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
     )
-    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -154,6 +158,15 @@ def live_server(api_settings: Settings, api_workspace: Workspace) -> Iterator[Li
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    yield LiveServer(f"http://127.0.0.1:{port}", api_settings)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(api_settings: Settings, api_workspace: Workspace) -> Iterator[LiveServer]:
+    """The real app under uvicorn on 127.0.0.1 (a thread of the test process)."""
+    with serve_in_thread(create_app(api_settings)) as url:
+        yield LiveServer(url, api_settings)
