@@ -6,7 +6,8 @@ annotator ``"<app_id>/<user_id>"`` (``app_id`` empty when None) on its predictio
 ``confirm`` votes for the predicted label, ``correct`` for the given label, ``reject`` is
 the censored vote "not the predicted label" (see ``flywheel.dawid_skene`` for why).
 A sample's current seed/human label is gold: it measures annotators, and such a sample is
-never relabeled by feedback; neither is any sample of the frozen test split.
+never relabeled by feedback; neither is any sample of the frozen test split. The classes
+are the current seed/human labels plus every label a vote names.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "ConsensusReport",
     "ConsensusResult",
     "ItemConsensus",
+    "PairKappa",
     "Vote",
     "annotator_report",
     "dawid_skene",
@@ -60,7 +62,7 @@ class ConsensusReport:
     retracted: int = 0  # feedback labels whose consensus fell below min_confidence
     review_opened: int = 0  # new feedback_conflict review items
     review_updated: int = 0  # open feedback_conflict items whose evidence changed
-    review_closed: int = 0  # open feedback_conflict items whose conflict is now resolved
+    review_closed: int = 0  # open feedback_conflict items now resolved (consensus or gold)
     measured_only: int = 0  # gold-labeled or test-split samples: never relabeled
     reliability: list[AnnotatorReliability] = field(default_factory=list)
 
@@ -103,7 +105,8 @@ def _load(s: Session) -> _Snapshot:
         .order_by(Feedback.created_at, Feedback.id)
     ).all()
     latest: dict[tuple[str, str], tuple[str, str]] = {}
-    for user, app, kind, label, sid, predicted in rows:  # oldest first: the newest wins
+    # Oldest first (ties by id), so the newest feedback per (sample, annotator) wins.
+    for user, app, kind, label, sid, predicted in rows:
         if kind in (FeedbackKind.CONFIRM, FeedbackKind.REJECT):
             latest[(sid, annotator_id(app, user))] = (kind, predicted)
         elif kind == FeedbackKind.CORRECT and label:  # a correction without label says nothing
@@ -117,7 +120,9 @@ def _load(s: Session) -> _Snapshot:
     newest_ids = select(func.max(Label.id)).where(Label.sample_id.in_(voted))
     newest = {
         lab.sample_id: lab
-        for lab in s.scalars(select(Label).where(Label.id.in_(newest_ids.group_by(Label.sample_id))))
+        for lab in s.scalars(
+            select(Label).where(Label.id.in_(newest_ids.group_by(Label.sample_id)))
+        )
     }
     # As in cycle_data: a sample's current label is its newest row, unless that retracts it.
     current_gold = select(func.max(Label.id)).group_by(Label.sample_id)
@@ -199,15 +204,20 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
             open_items.setdefault(r.sample_id, r)  # NULL cycle_id: deduped here, not by SQL
 
         for sid, votes in by_item.items():
+            item = open_items.get(sid)
             if sid in snap.gold or snap.splits.get(sid) == Split.TEST:
                 report.measured_only += 1
+                if item is not None:  # a human label has settled it since
+                    item.state, item.decided_at = ReviewState.SUPERSEDED.value, utcnow()
+                    report.review_closed += 1
                 continue
             post = result.items[sid]
             evidence = _evidence(snap, votes, post, result)
             newest = snap.newest.get(sid)
             current = newest if newest is not None and not newest.retracted else None
-            fed = current if current is not None and current.source == LabelSource.FEEDBACK else None
-            item = open_items.get(sid)
+            fed = (
+                current if current is not None and current.source == LabelSource.FEEDBACK else None
+            )
             if post.confidence >= settings.min_confidence:
                 if (
                     fed is not None
@@ -224,7 +234,7 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
                     report.review_closed += 1
                 continue
             if fed is not None:  # stop training on a label the votes no longer support
-                conf = post.distribution[fed.label]
+                conf = post.distribution.get(fed.label, 0.0)  # its class may be gone
                 s.add(_label(sid, fed.label, conf, evidence, newest, retracted=True))
                 report.retracted += 1
             score = round(post.confidence, 4)

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from flywheel.config import LearningSettings
-from flywheel.consensus import resolve_feedback
+from flywheel.consensus import CONFLICT_REASON, resolve_feedback
 from flywheel.cycle_data import CycleData, load_cycle_data
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.db.models import CycleState, LabelSource, ReviewState, utcnow
@@ -143,15 +143,23 @@ def write_selection(
             counts["review"] += 1
     with ws.db.session() as s:
         queued = [r.sample_id for r in reviews]
-        if queued:  # a sample sits in the queue once: the newest cycle's evidence wins
+        # A sample sits in the queue once. The newest cycle's evidence replaces an older
+        # cycle's; an open feedback conflict (users' votes) stays and the cycle's is dropped.
+        conflicted: set[str] = set()
+        if queued:
             for old in s.scalars(
                 select(ReviewItem).where(
                     ReviewItem.state == ReviewState.OPEN.value, ReviewItem.sample_id.in_(queued)
                 )
             ):
-                old.state = ReviewState.SUPERSEDED.value
-                old.decided_at = utcnow()
-        s.add_all(labels + reviews)
+                if old.reason == CONFLICT_REASON:
+                    conflicted.add(old.sample_id)
+                else:
+                    old.state = ReviewState.SUPERSEDED.value
+                    old.decided_at = utcnow()
+        kept = [r for r in reviews if r.sample_id not in conflicted]
+        counts["review"] -= len(reviews) - len(kept)
+        s.add_all(labels + kept)
     return counts
 
 
