@@ -13,10 +13,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.context import ApiContext, TTLCache
+from api.cycle_runner import CycleRunner
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.metrics import Metrics, RequestMetrics
-from api.routes import feedback, health, predict
+from api.routes import (
+    annotators,
+    cycles,
+    datasets,
+    feedback,
+    health,
+    models,
+    predict,
+    review,
+    samples,
+)
 from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.feedback import FeedbackWriter
@@ -46,6 +57,8 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
         metrics=metrics,
     )
     ctx.writer = FeedbackWriter(ws.db, ctx.labels, api.max_batch_items)
+    if settings.broker.url is None and api.run_cycles_in_process:
+        ctx.cycles = CycleRunner(ws, registry, ctx.champion.invalidate)
     return ctx
 
 
@@ -75,7 +88,17 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, predict, feedback):
+    for module in (
+        health,
+        predict,
+        feedback,
+        samples,
+        cycles,
+        datasets,
+        models,
+        review,
+        annotators,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

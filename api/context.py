@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from api.cycle_runner import CycleRunner
 from api.metrics import Metrics
 from flywheel.api_keys import AuthenticationError, KeyInfo, authenticate
 from flywheel.config import Settings
@@ -55,6 +56,7 @@ class ApiContext:
     auth_cache: TTLCache
     labels_cache: TTLCache
     metrics: Metrics
+    cycles: CycleRunner | None = None  # None: cycles need a worker layer
     extras: dict[str, object] = field(default_factory=dict)
 
     def authenticate(self, token: str) -> KeyInfo:
@@ -79,5 +81,7 @@ class ApiContext:
         return found
 
     def close(self) -> None:
+        if self.cycles is not None:  # before the workspace closes under a running cycle
+            self.cycles.close()
         self.writer.close()
         self.ws.close()

@@ -9,8 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.db.models import FeedbackKind
 
-UserId = Field(min_length=1, max_length=200, description="The end user who gave the feedback")
-LabelField = Field(default=None, min_length=1, max_length=200)
+# PostgreSQL text cannot hold NUL bytes: refuse them at the edge with a 422.
+NO_NUL = r"^[^\x00]*$"
+UserId = Field(
+    min_length=1,
+    max_length=200,
+    pattern=NO_NUL,
+    description="The end user who gave the feedback",
+)
+LabelField = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class Strict(BaseModel):
@@ -33,7 +40,7 @@ class PredictionOut(BaseModel):
 
 
 class FeedbackIn(Strict):
-    prediction_id: str = Field(min_length=1, max_length=36)
+    prediction_id: str = Field(min_length=1, max_length=36, pattern=NO_NUL)
     kind: FeedbackKind
     label: str | None = LabelField
     user_id: str = UserId
@@ -54,6 +61,7 @@ class FeedbackBatchItem(FeedbackIn):
         default=None,
         min_length=1,
         max_length=128,
+        pattern=NO_NUL,
         description="Per item; defaults to '<Idempotency-Key header>/<index>' when the "
         "header is sent",
     )

@@ -25,7 +25,12 @@ from flywheel.blobstore import BlobStore, sha256_hex
 from flywheel.config import IngestSettings
 from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.models import LabelSource, Split
-from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
+from flywheel.errors import (
+    FlywheelError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedMediaError,
+)
 from flywheel.images import ImageInfo, inspect_image
 
 # torchvision's ImageFolder convention.
@@ -67,6 +72,7 @@ class SplitPlan:
 class Rejection:
     name: str
     reason: str
+    not_an_image: bool = False  # the bytes are no image of an allowed format at all
 
 
 @dataclass
@@ -160,10 +166,14 @@ def _load(item: _Planned, settings: IngestSettings) -> tuple[bytes, ImageInfo] |
         info = inspect_image(
             data, settings.allowed_formats, settings.max_image_bytes, settings.max_image_pixels
         )
+    except UnsupportedMediaError as exc:
+        return Rejection(name, str(exc), not_an_image=True)
     except FlywheelError as exc:
         return Rejection(name, str(exc))
     except OSError as exc:
         return Rejection(name, f"cannot read: {exc.strerror or exc}")
+    except Exception as exc:  # a remote filesystem's own errors: still just this one file
+        return Rejection(name, f"cannot read: {type(exc).__name__}")
     return data, info
 
 

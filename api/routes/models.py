@@ -1,0 +1,84 @@
+"""The model registry: list versions, promote one, roll back to the previous champion."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+
+from api.auth import Context, EngineerKey
+from api.errors import COMMON_RESPONSES, ErrorResponse
+from api.schemas_engineer import ModelList, ModelOut, PromoteIn
+from flywheel.errors import ConflictError, InvalidInputError
+from flywheel.registry import ModelVersion
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+# A version number, or an alias such as `challenger`. Bounded: a huge number is not a 5xx.
+VERSION_PATTERN = "^([0-9]{1,9}|[A-Za-z][A-Za-z0-9_-]{0,63})$"
+
+
+def model_out(m: ModelVersion, champion: str | None) -> ModelOut:
+    return ModelOut(
+        version=m.version,
+        run_id=m.run_id,
+        aliases=list(m.aliases),
+        tags=m.tags,
+        created_at=m.created_at,
+        is_champion=m.version == champion,
+    )
+
+
+@router.get("", response_model=ModelList, responses=COMMON_RESPONSES)
+def list_models(ctx: Context, key: EngineerKey) -> ModelList:
+    """Registered model versions (newest first) with their aliases and tags."""
+    versions = ctx.registry.versions()
+    champion = next((m.version for m in versions if "champion" in m.aliases), None)
+    return ModelList(
+        champion=champion, versions=[model_out(m, champion) for m in reversed(versions)]
+    )
+
+
+@router.post(
+    "/{version}/promote",
+    response_model=ModelOut,
+    responses={
+        **COMMON_RESPONSES,
+        404: {"model": ErrorResponse, "description": "unknown model version"},
+        409: {"model": ErrorResponse, "description": "it is the champion already"},
+    },
+)
+def promote(
+    ctx: Context,
+    key: EngineerKey,
+    version: Annotated[
+        str, Path(max_length=64, pattern=VERSION_PATTERN, description="A version or an alias")
+    ],
+    body: Annotated[PromoteIn | None, Body()] = None,
+) -> ModelOut:
+    """Make a version the champion; predictions use it from the next request on."""
+    reason = body.reason if body is not None and body.reason else f"manual: {key.name}"
+    try:
+        promoted = ctx.registry.promote(version, reason)
+    except InvalidInputError as exc:  # the registry's "already the champion"
+        raise ConflictError(str(exc)) from None
+    ctx.champion.invalidate()
+    return model_out(promoted, promoted.version)
+
+
+@router.post(
+    "/rollback",
+    response_model=ModelOut,
+    responses={
+        **COMMON_RESPONSES,
+        409: {"model": ErrorResponse, "description": "there is no earlier champion"},
+    },
+)
+def rollback(ctx: Context, key: EngineerKey) -> ModelOut:
+    """Make the previous champion the champion again."""
+    try:
+        restored = ctx.registry.rollback()
+    except InvalidInputError as exc:  # "nothing to roll back to"
+        raise ConflictError(str(exc)) from None
+    ctx.champion.invalidate()
+    return model_out(restored, restored.version)

@@ -1,0 +1,95 @@
+"""The human review queue: list items, accept (writes a human label) or reject them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from api.auth import Context, EngineerKey
+from api.errors import COMMON_RESPONSES, ErrorResponse
+from api.schemas_engineer import NO_NUL, ReviewDecisionIn, ReviewOut, ReviewPage, json_safe
+from flywheel.api_keys import KeyInfo
+from flywheel.db.models import ReviewState
+from flywheel.review import ReviewRecord, decide_review, list_review
+
+router = APIRouter(prefix="/v1/review", tags=["review"])
+
+MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+
+
+def review_out(r: ReviewRecord) -> ReviewOut:
+    return ReviewOut(
+        id=r.id,
+        sample_id=r.sample_id,
+        cycle_id=r.cycle_id,
+        reason=r.reason,
+        proposed_label=r.proposed_label,
+        score=r.score,
+        evidence=json_safe(r.evidence),
+        state=r.state,
+        decided_label=r.decided_label,
+        reviewer=r.reviewer,
+        decided_at=r.decided_at,
+        created_at=r.created_at,
+    )
+
+
+def default_reviewer(key: KeyInfo) -> str:
+    """The key's name and id, within the 200 characters the column holds."""
+    suffix = f" [{key.id}]"
+    return key.name[: 200 - len(suffix)] + suffix
+
+
+@router.get("", response_model=ReviewPage, responses=COMMON_RESPONSES)
+def list_items(
+    ctx: Context,
+    key: EngineerKey,
+    state: ReviewState = ReviewState.OPEN,
+    label: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=NO_NUL, description="The proposed label"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> ReviewPage:
+    """Review items of one state (default open), oldest first, with the total count."""
+    page = list_review(ctx.ws.db, state, label, limit, offset)
+    return ReviewPage(
+        items=[review_out(r) for r in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post(
+    "/{item_id}",
+    response_model=ReviewOut,
+    responses={
+        **COMMON_RESPONSES,
+        404: {"model": ErrorResponse, "description": "unknown review item"},
+        409: {"model": ErrorResponse, "description": "the item was decided already"},
+        422: {"model": ErrorResponse, "description": "a label outside the label set, or bad input"},
+    },
+)
+def decide(
+    body: ReviewDecisionIn,
+    ctx: Context,
+    key: EngineerKey,
+    item_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> ReviewOut:
+    """Accept (with the proposed label, or another one from the label set) or reject.
+
+    Accepting writes a `human` label that reaches the next dataset version; rejecting
+    retracts the sample's pseudo or feedback label.
+    """
+    record = decide_review(
+        ctx.ws.db,
+        item_id,
+        body.decision,
+        body.reviewer or default_reviewer(key),
+        body.label,
+        ctx.labels(),
+    )
+    return review_out(record)

@@ -1,0 +1,254 @@
+"""Request and response bodies of the sample, cycle, dataset, model, review and annotator routes."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import NO_NUL
+from flywheel.config import LearningSettings
+from flywheel.db.models import Split
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as null: JSON has neither, yet a diverged loss can
+    be stored as one, and a stored record must not make a read fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- samples ---------------------------------------------------------------------------
+
+
+class SampleUri(Strict):
+    uri: str = Field(
+        min_length=1,
+        max_length=2000,
+        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^\x00]+$",
+        description="A blob URI of an allowed scheme (s3://...)",
+    )
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Engineer keys only: a seed label (the sample goes to train unless split "
+        "says otherwise)",
+    )
+    split: Split | None = Field(default=None, description="Engineer keys only")
+
+
+class SampleUrisIn(Strict):
+    items: list[SampleUri] = Field(min_length=1)
+
+
+class Rejected(BaseModel):
+    name: str
+    reason: str
+
+
+class IngestOut(BaseModel):
+    added: int = Field(description="New samples stored")
+    duplicates: list[str] = Field(description="Names of inputs already stored (not re-added)")
+    rejected: list[Rejected] = Field(description="Inputs refused, with the reason: none stored")
+    sample_ids: list[str] = Field(description="Ids of the new samples, in input order")
+
+
+class SampleOut(BaseModel):
+    sample_id: str
+    source: str
+    split: str
+    original_name: str | None
+    format: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+    created_at: datetime
+
+
+# --- cycles ----------------------------------------------------------------------------
+
+
+class LearningOverrides(LearningSettings):
+    """Learning settings for this cycle: fields left out keep the server's configured values
+    (the defaults shown are the built-in ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CycleIn(Strict):
+    learning: LearningOverrides | None = None
+
+
+class CycleAccepted(BaseModel):
+    id: int
+    state: Literal["queued"]
+    status_url: str
+
+
+class CycleOut(BaseModel):
+    id: int
+    state: str
+    step: str | None
+    progress: float = Field(ge=0.0, le=1.0)
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    error: str | None
+    dataset_version_in: str | None
+    dataset_version_out: str | None
+    mlflow_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CyclePage(BaseModel):
+    items: list[CycleOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- dataset versions ------------------------------------------------------------------
+
+
+class VersionOut(BaseModel):
+    id: str
+    parent_id: str | None
+    num_rows: int
+    stats: dict[str, Any]
+    message: str | None
+    manifest_uri: str
+    checksum: str
+    created_at: datetime
+
+
+class VersionPage(BaseModel):
+    items: list[VersionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DiffRow(BaseModel):
+    change: Literal["added", "removed", "relabeled", "reattributed"]
+    label: str = Field(description="The class; 'a -> b' for relabeled rows")
+    source: str = Field(description="The label source in version b (in a for removed rows)")
+    count: int
+
+
+class DiffCounts(BaseModel):
+    added: int
+    removed: int
+    relabeled: int
+    reattributed: int
+
+
+class DiffOut(BaseModel):
+    a: str
+    b: str
+    counts: DiffCounts
+    summary: list[DiffRow]
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+class ModelOut(BaseModel):
+    version: str
+    run_id: str | None
+    aliases: list[str]
+    tags: dict[str, str]
+    created_at: datetime
+    is_champion: bool
+
+
+class ModelList(BaseModel):
+    champion: str | None
+    versions: list[ModelOut] = Field(description="Newest first")
+
+
+class PromoteIn(Strict):
+    reason: str | None = Field(default=None, min_length=1, max_length=500, pattern=NO_NUL)
+
+
+# --- review ----------------------------------------------------------------------------
+
+
+class ReviewOut(BaseModel):
+    id: int
+    sample_id: str
+    cycle_id: int | None
+    reason: str
+    proposed_label: str | None
+    score: float
+    evidence: dict[str, Any]
+    state: str
+    decided_label: str | None
+    reviewer: str | None
+    decided_at: datetime | None
+    created_at: datetime
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReviewDecisionIn(Strict):
+    decision: Literal["accept", "reject"]
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Accept only: the label to record (default: the proposed one)",
+    )
+    reviewer: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Default: the API key's name",
+    )
+
+
+# --- annotators ------------------------------------------------------------------------
+
+
+class AnnotatorOut(BaseModel):
+    annotator: str = Field(description="'<app>/<user>'")
+    accuracy: float = Field(description="Dawid-Skene estimate of P(answer == truth)")
+    n_votes: int
+    gold_accuracy: float | None = Field(description="Agreement with seed/human labels")
+    n_gold: int
+
+
+class PairKappaOut(BaseModel):
+    annotator_a: str
+    annotator_b: str
+    n_items: int
+    kappa: float | None = Field(description="Cohen's kappa; null below the minimum overlap")
+
+
+class AnnotatorReportOut(BaseModel):
+    annotators: list[AnnotatorOut]
+    pairwise_kappa: list[PairKappaOut]
+    fleiss_kappa: float | None
+    items_multi_rated: int
+    samples: int
+    votes: int

@@ -1,0 +1,144 @@
+"""POST /v1/cycles (queued at once, run in a background thread), GET /v1/cycles[/{id}]."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.cycle_runner import CycleRunner
+from flywheel.config import BrokerSettings
+from tests.api.conftest import auth
+
+TINY = {
+    "ssl_epochs": 0,
+    "train_epochs": 1,
+    "steps_per_epoch": 1,
+    "fixmatch": "none",
+    "batch_size": 16,
+    "width": 4,
+}
+
+
+def _wait_idle(runner: CycleRunner, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runner.active() is not None:
+        assert time.monotonic() < deadline, "the runner did not finish"
+        time.sleep(0.01)
+
+
+def test_cycle_routes_refuse_bad_requests(client, keys, api_settings, api_workspace):
+    eng = auth(keys.engineer)
+    r = client.get("/v1/cycles", headers=eng)
+    assert r.status_code == 200 and r.json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    r = client.get("/v1/cycles/999", headers=eng)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    for path in ("/v1/cycles/0", "/v1/cycles/x", "/v1/cycles?limit=0", "/v1/cycles?offset=-1"):
+        assert client.get(path, headers=eng).status_code == 422, path
+    for body in (
+        {"learning": {"no_such_field": 1}},
+        {"learning": {"train_epochs": 0}},
+        {"learning": {"fixmatch": "sometimes"}},
+        {"other": 1},
+    ):
+        r = client.post("/v1/cycles", json=body, headers=eng)
+        assert r.status_code == 422, body
+    for method, path in (("POST", "/v1/cycles"), ("GET", "/v1/cycles"), ("GET", "/v1/cycles/1")):
+        assert client.request(method, path, headers=auth(keys.app)).status_code == 403
+        assert client.request(method, path, headers=auth(keys.revoked)).status_code == 401
+        assert client.request(method, path).status_code == 401
+    assert client.get("/v1/cycles", headers=eng).json()["total"] == 0  # nothing was queued
+
+    # A broker but no in-process runs: no worker layer exists yet, which is a 409, not a 5xx.
+    settings = api_settings.model_copy(
+        update={
+            "broker": BrokerSettings(url="redis://127.0.0.1:1/0"),
+            "api": api_settings.api.model_copy(update={"run_cycles_in_process": False}),
+        }
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as other:
+        r = other.post("/v1/cycles", headers=eng)
+        assert r.status_code == 409 and "no worker layer" in r.json()["error"]["message"]
+
+
+def test_one_cycle_at_a_time(client, keys, api_workspace):
+    """The runner's work is stubbed: this is about queueing, not learning."""
+    ctx = client.app.state.ctx
+    release = threading.Event()
+    promoted: list[int] = []
+    seen: list[tuple[int, int]] = []
+
+    def fake_run(cycle_id, learning):
+        seen.append((cycle_id, learning.train_epochs))
+        assert release.wait(10)
+        return "promoted"
+
+    ctx.cycles = CycleRunner(api_workspace, ctx.registry, lambda: promoted.append(1), fake_run)
+    eng = auth(keys.engineer)
+    r = client.post("/v1/cycles", json={"learning": {"train_epochs": 3}}, headers=eng)
+    assert r.status_code == 202, r.text
+    first = r.json()["id"]
+    assert r.json()["state"] == "queued"
+    assert r.headers["location"] == f"/v1/cycles/{first}" == r.json()["status_url"]
+
+    busy = client.post("/v1/cycles", headers=eng)
+    assert busy.status_code == 409
+    assert f"cycle {first}" in busy.json()["error"]["message"]
+    status = client.get(f"/v1/cycles/{first}", headers=eng).json()
+    assert status["state"] == "queued" and status["progress"] == 0.0
+    assert status["params"]["train_epochs"] == 3  # the override; the rest from the settings
+    assert status["params"]["batch_size"] == api_workspace.settings.learning.batch_size
+
+    release.set()
+    _wait_idle(ctx.cycles)
+    assert promoted == [1]  # the champion cache is told at once
+    second = client.post("/v1/cycles", headers=eng)
+    assert second.status_code == 202
+    _wait_idle(ctx.cycles)
+    assert seen == [(first, 3), (second.json()["id"], api_workspace.settings.learning.train_epochs)]
+
+    page = client.get("/v1/cycles?limit=1", headers=eng).json()
+    assert page["total"] == 2 and [c["id"] for c in page["items"]] == [second.json()["id"]]
+    page = client.get("/v1/cycles?limit=1&offset=1", headers=eng).json()
+    assert [c["id"] for c in page["items"]] == [first]
+    ctx.cycles.close()
+    closed = client.post("/v1/cycles", headers=eng)
+    assert closed.status_code == 409 and "shutting down" in closed.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_in_process_cycle_runs_to_a_decision(client, keys, make_png):
+    eng = auth(keys.engineer)
+    r = client.post("/v1/cycles", json={"learning": TINY}, headers=eng)
+    assert r.status_code == 202, r.text
+    cycle_id = r.json()["id"]
+    states = []
+    deadline = time.monotonic() + 120
+    while True:
+        c = client.get(f"/v1/cycles/{cycle_id}", headers=eng).json()
+        states.append(c["state"])
+        if c["state"] in ("promoted", "rejected", "failed"):
+            break
+        assert time.monotonic() < deadline, f"cycle stuck in {c['state']}"
+        assert 0.0 <= c["progress"] <= 1.0
+        time.sleep(0.1)
+    assert c["state"] in ("promoted", "rejected"), c["error"]
+    assert c["progress"] == 1.0 and c["error"] is None
+    assert c["mlflow_run_id"] and c["dataset_version_out"]
+    assert 0.0 <= c["metrics"]["test_accuracy"] <= 1.0
+    version = c["metrics"]["model_version"]
+    assert version == "3"  # after the fixture's v1 and v2
+
+    models = client.get("/v1/models", headers=eng).json()
+    assert models["versions"][0]["version"] == "3"
+    expected = "3" if c["state"] == "promoted" else "1"
+    assert models["champion"] == expected
+    pred = client.post(
+        "/v1/predict", files={"file": ("x.png", make_png(5), "image/png")}, headers=auth(keys.app)
+    )
+    assert pred.status_code == 201 and pred.json()["model_version"] == expected
+    listed = client.get("/v1/cycles", headers=eng).json()
+    assert listed["items"][0]["id"] == cycle_id
