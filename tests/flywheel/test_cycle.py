@@ -131,3 +131,68 @@ def test_gpu_profile_code_path_runs_on_cpu(tmp_path) -> None:
     assert result.state == "promoted"
     assert ModelRegistry.from_settings(settings).load().backbone.name == "resnet18"
     ws.close()
+
+
+def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspace) -> None:
+    """A cycle's review item replaces an older cycle's, never users' open feedback conflict."""
+    import numpy as np
+
+    from flywheel.consensus import CONFLICT_REASON
+    from flywheel.cycle import start_cycle, write_selection
+    from flywheel.cycle_data import CycleData, LabeledSet
+    from flywheel.db import Sample
+    from flywheel.learning import SelectionOutcome
+    from flywheel.selection import Decision, SelectionResult
+
+    ids = [f"{i:064x}" for i in range(2)]
+    with workspace.db.session() as s:
+        for sid in ids:
+            s.add(
+                Sample(
+                    id=sid,
+                    blob_uri="x",
+                    source="t",
+                    split="pool",
+                    format="PNG",
+                    width=8,
+                    height=8,
+                    size_bytes=1,
+                )
+            )
+        s.flush()
+        s.add(ReviewItem(sample_id=ids[0], reason="uncertain", proposed_label="a", evidence={}))
+        s.add(
+            ReviewItem(
+                sample_id=ids[1], reason=CONFLICT_REASON, proposed_label="a", evidence={"votes": []}
+            )
+        )
+    empty = LabeledSet([], np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64))
+    data = CycleData(
+        ["a", "b"], empty, empty, ids, np.zeros((2, 8, 8), np.uint8), {}, np.full(2, -1)
+    )
+    n = len(ids)
+    result = SelectionResult(
+        decision=np.full(n, Decision.NEEDS_REVIEW, np.int8),
+        label=np.zeros(n, np.int64),
+        score=np.full(n, 0.5, np.float32),
+        classifier_prob=np.full(n, 0.5, np.float32),
+        knn_share=np.full(n, 0.5, np.float32),
+        neighbor_ids=np.full((n, 1), -1),
+        neighbor_sims=np.zeros((n, 1), np.float32),
+        capped=np.zeros(n, bool),
+        thresholds=np.full(2, np.inf),
+        review_thresholds=np.zeros(2),
+        accepted_per_class=np.zeros(2, np.int64),
+        calibration=None,  # type: ignore[arg-type]
+        counts={},
+    )
+    cycle_id = start_cycle(workspace, workspace.settings.learning)
+    counts = write_selection(workspace, cycle_id, data, SelectionOutcome(result, [], "pca", "x"))
+    assert counts["review"] == 1
+    with workspace.db.session() as s:
+        items = {(r.sample_id, r.reason, r.state) for r in s.scalars(select(ReviewItem))}
+    assert items == {
+        (ids[0], "uncertain", "superseded"),
+        (ids[0], "uncertain", "open"),  # this cycle's item
+        (ids[1], CONFLICT_REASON, "open"),  # untouched; no second item for it
+    }
