@@ -7,6 +7,8 @@ opened in the lifespan and hung on ``app.state.ctx``; routes reach it through
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -53,13 +55,26 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
         champion=ChampionCache(registry, api.champion_refresh_seconds),
         writer=None,  # type: ignore[arg-type]  # set just below: it needs ctx.labels
         auth_cache=TTLCache(api.auth_cache_seconds),
-        labels_cache=TTLCache(api.auth_cache_seconds),
+        labels_cache=TTLCache(api.auth_cache_seconds, refresh_in_background=True),
         metrics=metrics,
     )
     ctx.writer = FeedbackWriter(ws.db, ctx.labels, api.max_batch_items)
     if settings.broker.url is None and api.run_cycles_in_process:
         ctx.cycles = CycleRunner(ws, registry, ctx.champion.invalidate)
     return ctx
+
+
+def tune_interpreter_for_serving() -> None:
+    """Process-wide settings measured on the feedback benchmark (BENCHMARKS.md).
+
+    - ``gc.freeze()`` once start-up is done: torch, MLflow and pandas leave a large heap that
+      every full collection re-scanned, stop-the-world pauses of ~400 ms that were the p99.
+    - A 1 ms GIL switch interval (default 5 ms): the feedback writer thread gets the GIL
+      back sooner while the event loop is busy, so group commits do not wait on it.
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -76,10 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
         ctx = open_context(settings, metrics)
         holder["ctx"] = ctx
         app.state.ctx = ctx
+        tune_interpreter_for_serving()
         try:
             yield
         finally:
             ctx.close()
+            gc.unfreeze()  # an app stopped inside a longer-lived process (tests) frees its heap
 
     app = FastAPI(
         title="Flywheel",

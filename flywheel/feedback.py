@@ -20,13 +20,15 @@ import json
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Collection
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from flywheel.db import Database, Feedback, Prediction
 from flywheel.db.models import FeedbackKind, utcnow
@@ -108,8 +110,28 @@ def _check(req: FeedbackRequest, pred: tuple[str | None, str] | None, labels: Co
     return None
 
 
+class PredictionCache:
+    """(tenant, predicted label) per prediction id, bounded. Predictions are never changed
+    once written, so a cached entry cannot go stale; it saves a SELECT per group commit."""
+
+    def __init__(self, max_items: int = 100_000) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+
+    def get_many(self, ids: set[str]) -> dict[str, tuple[str | None, str]]:
+        return {i: self._items[i] for i in ids if i in self._items}
+
+    def put(self, pid: str, value: tuple[str | None, str]) -> None:
+        self._items[pid] = value
+        if len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+
 def record_feedback(
-    db: Database, requests: list[FeedbackRequest], labels: Collection[str]
+    db: Database,
+    requests: list[FeedbackRequest],
+    labels: Collection[str],
+    predictions: PredictionCache | None = None,
 ) -> list[FeedbackOutcome]:
     """Validate and write ``requests`` in one transaction; one outcome each, in order.
 
@@ -117,55 +139,71 @@ def record_feedback(
     """
     if not requests:
         return []
+    cache = predictions if predictions is not None else PredictionCache()
     try:
-        return _record(db, requests, labels)
+        return _record(db, requests, labels, cache)
     except sqlalchemy.exc.IntegrityError:
         # Another process wrote one of these keys first: redo one at a time, so that key
         # becomes a replay and the others are written as usual.
         if len(requests) == 1:
-            return _record(db, requests, labels)
-        return [_record(db, [r], labels)[0] for r in requests]
+            return _record(db, requests, labels, cache)
+        return [_record(db, [r], labels, cache)[0] for r in requests]
+
+
+def _to_record(row: Mapping[str, Any]) -> FeedbackRecord:
+    return FeedbackRecord(
+        row["id"],
+        row["prediction_id"],
+        row["kind"],
+        row["label"],
+        row["user_id"],
+        row["app_id"],
+        row["created_at"],
+    )
 
 
 def _record(
-    db: Database, requests: list[FeedbackRequest], labels: Collection[str]
+    db: Database,
+    requests: list[FeedbackRequest],
+    labels: Collection[str],
+    cache: PredictionCache,
 ) -> list[FeedbackOutcome]:
+    # SQLAlchemy Core, not ORM objects: this is the hot path of every feedback request, and
+    # the unit of work cost more CPU than the queries themselves.
+    table = Feedback.__table__
     ids = {r.prediction_id for r in requests}
     keys = {r.scoped_key for r in requests if r.scoped_key}
     outcomes: list[FeedbackOutcome] = []
-    with db.session() as s:
-        preds = {
-            pid: (app, label)
-            for pid, app, label in s.execute(
-                select(Prediction.id, Prediction.app_id, Prediction.label).where(
-                    Prediction.id.in_(ids)
-                )
-            )
-        }
+    rows: list[dict[str, Any]] = []
+    with db.engine.begin() as conn:
+        preds = cache.get_many(ids)
+        if missing := ids - preds.keys():
+            query = select(Prediction.id, Prediction.app_id, Prediction.label)
+            for pid, app, label in conn.execute(query.where(Prediction.id.in_(missing))):
+                preds[pid] = (app, label)
+                cache.put(pid, (app, label))
         earlier = (
             {
-                f.idempotency_key: f
-                for f in s.scalars(select(Feedback).where(Feedback.idempotency_key.in_(keys)))
+                row["idempotency_key"]: row
+                for row in conn.execute(
+                    select(table).where(table.c.idempotency_key.in_(keys))
+                ).mappings()
             }
             if keys
             else {}
         )
         in_batch: set[str] = set()
-        rows: list[tuple[int, Feedback]] = []
         for req in requests:
             key = req.scoped_key
             if key is not None and key in earlier:
                 first = earlier[key]
-                if first.request_hash != req.body_hash:
-                    outcomes.append(
-                        FeedbackOutcome(
-                            error=IdempotencyMismatchError(
-                                "this Idempotency-Key was used with a different request body"
-                            )
-                        )
+                if first["request_hash"] != req.body_hash:
+                    mismatch = IdempotencyMismatchError(
+                        "this Idempotency-Key was used with a different request body"
                     )
+                    outcomes.append(FeedbackOutcome(error=mismatch))
                 else:
-                    outcomes.append(FeedbackOutcome(FeedbackRecord.from_row(first), replayed=True))
+                    outcomes.append(FeedbackOutcome(_to_record(first), replayed=True))
                 continue
             if key is not None and key in in_batch:
                 outcomes.append(
@@ -178,23 +216,21 @@ def _record(
                 continue
             if key is not None:
                 in_batch.add(key)
-            row = Feedback(
-                id=str(uuid.uuid4()),
-                prediction_id=req.prediction_id,
-                user_id=req.user_id,
-                app_id=req.tenant,
-                kind=req.kind.value,
-                label=req.label if req.kind == FeedbackKind.CORRECT else None,
-                idempotency_key=key,
-                request_hash=req.body_hash if key else None,
-                created_at=utcnow(),
-            )
-            rows.append((len(outcomes), row))
-            outcomes.append(FeedbackOutcome())  # filled in below, once flushed
-        s.add_all(row for _, row in rows)
-        s.flush()
-        for i, row in rows:
-            outcomes[i] = FeedbackOutcome(FeedbackRecord.from_row(row))
+            row = {
+                "id": str(uuid.uuid4()),
+                "prediction_id": req.prediction_id,
+                "user_id": req.user_id,
+                "app_id": req.tenant,
+                "kind": req.kind.value,
+                "label": req.label if req.kind == FeedbackKind.CORRECT else None,
+                "idempotency_key": key,
+                "request_hash": req.body_hash if key else None,
+                "created_at": utcnow(),
+            }
+            rows.append(row)
+            outcomes.append(FeedbackOutcome(_to_record(row)))
+        if rows:
+            conn.execute(insert(table), rows)
     return outcomes
 
 
@@ -226,6 +262,7 @@ class FeedbackWriter:
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
         self._in_flight: set[str] = set()
+        self._predictions = PredictionCache()  # only the writer thread touches it
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="feedback-writer", daemon=True)
         self._thread.start()
@@ -271,8 +308,10 @@ class FeedbackWriter:
     def _commit(self, work: list[tuple[FeedbackRequest, Future[FeedbackOutcome]]]) -> None:
         requests = [req for req, _ in work]
         try:
+            # Only corrections need the label set: most batches never look it up.
+            needs_labels = any(r.kind == FeedbackKind.CORRECT for r in requests)
             outcomes: list[FeedbackOutcome] | BaseException = record_feedback(
-                self.db, requests, self.labels()
+                self.db, requests, self.labels() if needs_labels else (), self._predictions
             )
         except BaseException as exc:  # the database is down: each caller gets the error
             outcomes = exc

@@ -154,15 +154,22 @@ def test_writers_in_two_processes_racing_on_keys_write_each_once(workspace, pred
     assert count(workspace) == 40
 
 
-def test_writer_passes_database_errors_to_callers(workspace, prediction_id):
+def test_writer_passes_errors_to_callers_and_reads_labels_only_for_corrections(
+    workspace, prediction_id
+):
+    calls = []
+
     def broken() -> list[str]:
+        calls.append(1)
         raise RuntimeError("database is down")
 
     writer = FeedbackWriter(workspace.db, broken)
     try:
-        (fut,) = writer.submit([req(prediction_id)])
+        (confirm,) = writer.submit([req(prediction_id)])
+        assert confirm.result(5).record is not None and calls == []
+        (fut,) = writer.submit([req(prediction_id, "correct", "dog")])
         with pytest.raises(RuntimeError, match="down"):
             fut.result(5)
     finally:
         writer.close()
-    assert count(workspace) == 0
+    assert count(workspace) == 1 and calls == [1]
