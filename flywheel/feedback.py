@@ -40,6 +40,9 @@ from flywheel.errors import (
     NotFoundError,
 )
 
+# Attempts at one request whose idempotency key another process is writing at that moment.
+RACE_RETRIES = 5
+
 
 class IdempotencyMismatchError(InvalidInputError):
     """An Idempotency-Key reused with a different request body."""
@@ -145,9 +148,21 @@ def record_feedback(
     except sqlalchemy.exc.IntegrityError:
         # Another process wrote one of these keys first: redo one at a time, so that key
         # becomes a replay and the others are written as usual.
-        if len(requests) == 1:
-            return _record(db, requests, labels, cache)
-        return [_record(db, [r], labels, cache)[0] for r in requests]
+        return [_record_alone(db, r, labels, cache) for r in requests]
+
+
+def _record_alone(
+    db: Database, request: FeedbackRequest, labels: Collection[str], cache: PredictionCache
+) -> FeedbackOutcome:
+    # The other process may commit the same key between this read and this write again;
+    # each retry reads afresh and sees its row once it is committed.
+    for attempt in range(RACE_RETRIES):
+        try:
+            return _record(db, [request], labels, cache)[0]
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == RACE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _to_record(row: Mapping[str, Any]) -> FeedbackRecord:
