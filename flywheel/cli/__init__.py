@@ -16,6 +16,7 @@ import typer
 from flywheel.cli.common import LabelsOpt, SeedOpt, console, err_console, workspace
 from flywheel.cli.cycles import cycle_app, cycle_table, models_app, run_cycles
 from flywheel.cli.data import data_app, ingest_app, print_diff, print_version, run_ingest
+from flywheel.cli.feedback import feedback_app
 from flywheel.cli.service import keys_app, serve
 from flywheel.config import Settings, load_settings
 from flywheel.errors import FlywheelError
@@ -32,6 +33,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")
 app.command()(serve)
 
 
