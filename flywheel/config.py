@@ -54,6 +54,14 @@ class MLflowSettings(BaseModel):
 class BrokerSettings(BaseModel):
     # None runs Celery tasks eagerly in-process (the embedded default).
     url: str | None = None
+    # Where task results go; None: the broker's Redis.
+    result_backend: str | None = None
+    # Redis re-delivers an unacknowledged task after this long: it must exceed the longest
+    # task (a training step), or a slow task would run twice at once.
+    visibility_timeout_s: int = Field(default=6 * 3600, gt=0)
+    # Transient errors (broker or database briefly unreachable) are retried this often,
+    # with exponential backoff; any other error fails the task at once.
+    max_retries: int = Field(default=5, ge=0)
 
 
 class IngestSettings(BaseModel):

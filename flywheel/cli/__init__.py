@@ -17,7 +17,7 @@ from flywheel.cli.common import LabelsOpt, SeedOpt, console, err_console, worksp
 from flywheel.cli.cycles import cycle_app, cycle_table, models_app, run_cycles
 from flywheel.cli.data import data_app, ingest_app, print_diff, print_version, run_ingest
 from flywheel.cli.feedback import feedback_app
-from flywheel.cli.service import keys_app, serve
+from flywheel.cli.service import keys_app, serve, worker
 from flywheel.config import Settings, load_settings
 from flywheel.errors import FlywheelError
 from flywheel.ingest import SplitPlan, digits_candidates
@@ -35,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
 app.command()(serve)
+app.command()(worker)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""``flywheel serve`` (the HTTP API) and ``flywheel keys`` (API keys)."""
+"""``flywheel serve`` (the HTTP API), ``flywheel worker`` (Celery) and ``flywheel keys``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 from flywheel.api_keys import create_key, list_keys, revoke_key
 from flywheel.cli.common import console, err_console, workspace
 from flywheel.config import Settings
+from flywheel.errors import FlywheelError
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
 
@@ -78,4 +79,41 @@ def serve(
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_level="info",
+    )
+
+
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[str, typer.Option(help="Comma-separated: cpu, gpu or both.")] = "cpu,gpu",
+    concurrency: Annotated[int, typer.Option(min=1, help="Task processes.")] = 1,
+    name: Annotated[str, typer.Option(help="Worker name (host appended).")] = "flywheel",
+) -> None:
+    """Run a Celery worker on the configured broker (broker.url)."""
+    # Imported here, at the edge: the library itself never imports Celery.
+    from workers.app import QUEUES, create_celery
+
+    settings: Settings = ctx.obj
+    if settings.broker.url is None:
+        raise FlywheelError(
+            "no broker configured (broker.url): with the embedded default, tasks run "
+            "in-process and no worker is needed"
+        )
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    if not chosen or set(chosen) - set(QUEUES):
+        raise FlywheelError(f"unknown queue in {queues!r}: choose from {', '.join(QUEUES)}")
+    app = create_celery(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(chosen),
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
     )

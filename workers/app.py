@@ -1,0 +1,57 @@
+"""The Celery app, configured from the one settings object.
+
+No broker configured (the embedded default) means eager mode: the same task code runs
+in-process when called. With a broker (Redis), tasks are acknowledged only after they
+finish (``acks_late``) and re-queued if their worker dies (``reject_on_worker_lost``), so a
+task may run more than once: every task must be idempotent (DESIGN.md, habit 4).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from flywheel.config import Settings
+
+# CPU workers: ingest, versioning, consensus, bookkeeping. GPU workers: embedding,
+# pseudo-labeling, training. A GPU node can serve both queues.
+QUEUES = ("cpu", "gpu")
+TASK_ROUTES = {
+    "workers.tasks.ping": {"queue": "cpu"},
+    "workers.tasks.ping_gpu": {"queue": "gpu"},
+}
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; it becomes the default app, so tasks bind to it."""
+    broker = settings.broker
+    app = Celery("flywheel", set_as_current=True)
+    app.flywheel_settings = settings  # read by tasks in the worker: only ids cross the queue
+    transport = {"visibility_timeout": broker.visibility_timeout_s}
+    app.conf.update(
+        broker_url=broker.url or "memory://",
+        result_backend=broker.result_backend or broker.url,
+        task_always_eager=broker.url is None,
+        task_eager_propagates=True,
+        task_store_eager_result=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="cpu",
+        task_routes=TASK_ROUTES,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=7 * 24 * 3600,
+        worker_hijack_root_logger=False,
+        task_track_started=True,
+    )
+    app.set_default()
+    # Importing registers the tasks on the default app just set.
+    import workers.tasks  # noqa: F401
+
+    return app
