@@ -244,3 +244,37 @@ class DatasetVersion(Base):
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+
+
+class OutboxMessage(Base):
+    """A message written in the same transaction as the rows it is about (transactional outbox).
+
+    A relay (``flywheel.outbox.relay``) publishes unsent rows to the broker and stamps
+    ``sent_at``; delivery is at-least-once, so consumers must be idempotent.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # One logical message is enqueued once, however often its producer retries.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    # Not published before this time: exponential backoff after a failed publish.
+    available_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(TZDateTime(), index=True)
+
+
+class CycleLease(Base):
+    """A named lock that expires unless its holder renews it (one cycle at a time per project)."""
+
+    __tablename__ = "cycle_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    cycle_id: Mapped[int | None] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TZDateTime())
