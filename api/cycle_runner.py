@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from flywheel.config import LearningSettings
 from flywheel.cycle import run_cycle, start_cycle
+from flywheel.cycle_guard import exclusive_cycles, holder_id
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError
 from flywheel.registry import ModelRegistry
@@ -43,6 +45,7 @@ class CycleRunner:
         self._active: int | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.holder = holder_id("api")
 
     def active(self) -> int | None:
         """The cycle queued or running in this process, if any."""
@@ -59,15 +62,27 @@ class CycleRunner:
                     f"cycle {self._active} is still running: one cycle at a time "
                     f"(GET /v1/cycles/{self._active})"
                 )
-            cycle_id = start_cycle(self.ws, learning)
-            thread = threading.Thread(
-                target=self._work, args=(cycle_id, learning), name=f"cycle-{cycle_id}", daemon=True
-            )
-            thread.start()  # before marking it active: a thread that cannot start blocks nothing
+            # The lease is shared with other processes (the CLI, other API processes): a
+            # cycle running anywhere is a 409 here, and it is held until _work ends.
+            lease = ExitStack()
+            lease.enter_context(exclusive_cycles(self.ws.db, self.holder))
+            try:
+                cycle_id = start_cycle(self.ws, learning)
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(cycle_id, learning, lease),
+                    name=f"cycle-{cycle_id}",
+                    daemon=True,
+                )
+                # Started before it is marked active: a thread that cannot start blocks nothing.
+                thread.start()
+            except BaseException:
+                lease.close()
+                raise
             self._active, self._thread = cycle_id, thread
             return cycle_id
 
-    def _work(self, cycle_id: int, learning: LearningSettings) -> None:
+    def _work(self, cycle_id: int, learning: LearningSettings, lease: ExitStack) -> None:
         try:
             state = self._run(cycle_id, learning)
             if state == CycleState.PROMOTED:
@@ -75,6 +90,7 @@ class CycleRunner:
         except Exception:  # run_cycle has marked the cycle failed, with the reason
             log.exception("cycle %s failed", cycle_id)
         finally:
+            lease.close()
             with self._lock:
                 self._active = None
 

@@ -54,16 +54,21 @@ def cycle_table(results: list[CycleResult]) -> Table:
 
 def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
     from flywheel.cycle import run_cycle
+    from flywheel.cycle_guard import exclusive_cycles, holder_id
 
     registry = registry_for(ws.settings)
     results = []
-    with Progress(
-        TextColumn("[bold]cycle {task.fields[n]}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[message]}"),
-        console=err_console,
-    ) as bar:
+    # One cycle at a time per project: an API or another CLI running one is an error here.
+    with (
+        exclusive_cycles(ws.db, holder_id("cli")),
+        Progress(
+            TextColumn("[bold]cycle {task.fields[n]}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[message]}"),
+            console=err_console,
+        ) as bar,
+    ):
         for n in range(1, cycles + 1):
             task = bar.add_task("cycle", total=1.0, n=f"{n}/{cycles}", message="starting")
 

@@ -142,3 +142,15 @@ def test_in_process_cycle_runs_to_a_decision(client, keys, make_png):
     assert pred.status_code == 201 and pred.json()["model_version"] == expected
     listed = client.get("/v1/cycles", headers=eng).json()
     assert listed["items"][0]["id"] == cycle_id
+
+
+def test_a_cycle_running_in_another_process_is_a_conflict(client, keys, api_workspace):
+    """The CLI (or another API process) holds the project's cycle lease: POST gets 409."""
+    from flywheel.cycle_guard import exclusive_cycles
+
+    with exclusive_cycles(api_workspace.db, "cli@elsewhere"):
+        r = client.post("/v1/cycles", headers=auth(keys.engineer))
+        assert r.status_code == 409
+        assert "cli@elsewhere" in r.json()["error"]["message"]
+    listed = client.get("/v1/cycles", headers=auth(keys.engineer)).json()
+    assert listed["total"] == 0  # the refused request created no cycle
