@@ -15,7 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_compose_file_is_valid() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "mlflow", "flywheel"} <= set(services)
+    assert {"redis", "postgres", "mlflow", "flywheel", "api", "worker-cpu", "worker-gpu"} <= set(
+        services
+    )
+    assert "--queues" in services["worker-gpu"]["command"]
+    gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert "--appendonly" in services["redis"]["command"]  # the broker keeps its queue
     for name, service in services.items():
         for dep, cond in service.get("depends_on", {}).items():
