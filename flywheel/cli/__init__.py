@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli.common import LabelsOpt, SeedOpt, console, err_console, workspace
+from flywheel.cli.common import (
+    LabelsOpt,
+    SeedOpt,
+    console,
+    err_console,
+    registry_for,
+    workspace,
+)
 from flywheel.cli.cycles import cycle_app, cycle_table, models_app, run_cycles
 from flywheel.cli.data import data_app, ingest_app, print_diff, print_version, run_ingest
 from flywheel.cli.feedback import feedback_app
@@ -69,6 +76,9 @@ def demo(
     fresh: Annotated[bool, typer.Option(help="Start from an empty data dir.")] = False,
     labels_per_class: LabelsOpt = 5,
     cycles: Annotated[int, typer.Option("--cycles", "-n", min=1)] = 5,
+    feedback_predictions: Annotated[
+        int, typer.Option(min=0, help="Predictions simulated users give feedback on.")
+    ] = 300,
     seed: SeedOpt = 0,
 ) -> None:
     """Turn the wheel on the built-in digits data set with the embedded default."""
@@ -91,6 +101,11 @@ def demo(
         console.rule("[bold]4. what the wheel did to the training set")
         first, last = ws.versions.list()[0], ws.versions.resolve("latest")
         print_diff(ws.versions.diff(first.id, last.id))
+        console.rule("[bold]5. an app's users give feedback; consensus weighs who to trust")
+        from flywheel.cli.demo_feedback import print_feedback_demo, simulate_feedback
+
+        feedback = simulate_feedback(ws, registry_for(ws.settings), feedback_predictions, seed)
+        print_feedback_demo(ws, feedback)
     from flywheel.plots import cycles_png
 
     png = cycles_png([r.metrics for r in results], data_dir / "demo_cycles.png")
