@@ -63,7 +63,8 @@ class ConsensusReport:
     review_opened: int = 0  # new feedback_conflict review items
     review_updated: int = 0  # open feedback_conflict items whose evidence changed
     review_closed: int = 0  # open feedback_conflict items now resolved (consensus or gold)
-    measured_only: int = 0  # gold-labeled or test-split samples: never relabeled
+    # gold-labeled or test-split samples (never relabeled), or conflicts a reviewer dismissed
+    measured_only: int = 0
     reliability: list[AnnotatorReliability] = field(default_factory=list)
 
 
@@ -202,6 +203,15 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
             .order_by(ReviewItem.id)
         ):
             open_items.setdefault(r.sample_id, r)  # NULL cycle_id: deduped here, not by SQL
+        # A reviewer who rejected a conflict said no label applies: do not queue it again.
+        dismissed = set(
+            s.scalars(
+                select(ReviewItem.sample_id).where(
+                    ReviewItem.reason == CONFLICT_REASON,
+                    ReviewItem.state == ReviewState.REJECTED.value,
+                )
+            )
+        )
 
         for sid, votes in by_item.items():
             item = open_items.get(sid)
@@ -210,6 +220,9 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
                 if item is not None:  # a human label has settled it since
                     item.state, item.decided_at = ReviewState.SUPERSEDED.value, utcnow()
                     report.review_closed += 1
+                continue
+            if sid in dismissed and item is None:
+                report.measured_only += 1
                 continue
             post = result.items[sid]
             evidence = _evidence(snap, votes, post, result)

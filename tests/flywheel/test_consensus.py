@@ -356,6 +356,19 @@ def test_human_label_settles_an_open_conflict(fx: Fixture):
     assert [lab.source for lab in fx.labels(sid)] == ["human"]
 
 
+def test_a_dismissed_conflict_is_not_queued_again(fx: Fixture):
+    sid = fx.sample(27)
+    fx.feedback(sid, "u1", "confirm")
+    fx.feedback(sid, "u2", "correct", "dog")
+    resolve_feedback(fx.db, SETTINGS)
+    with fx.db.session() as s:  # a reviewer rejects it: no label applies
+        s.scalars(select(ReviewItem)).one().state = "rejected"
+    fx.feedback(sid, "u3", "confirm")
+    report = resolve_feedback(fx.db, SETTINGS)
+    assert (report.review_opened, report.measured_only) == (0, 1)
+    assert [r.state for r in fx.reviews()] == ["rejected"]
+
+
 def test_later_consensus_supersedes_then_retracts_and_closes_review(fx: Fixture):
     sid = fx.sample(30)
     fx.feedback(sid, "u1", "confirm")
