@@ -82,10 +82,6 @@ class TTLCache:
                 self._items.clear()
             self._items[key] = (at, value)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

@@ -19,12 +19,12 @@ well above the expected skew and the heartbeat interval.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from flywheel.db.models import CycleLease, utcnow
+from flywheel.db.models import CycleLease, aware_utc
 from flywheel.db.session import Database
 
 DEFAULT_NAME = "cycle"
@@ -60,7 +60,7 @@ def acquire(
     ``acquired_at`` and expiry). Atomic: of any number of concurrent callers with distinct
     holders, at most one gets a lease.
     """
-    now = _aware_utc(now)
+    now = aware_utc(now)
     expires_at = now + timedelta(seconds=_positive(ttl_s))
     lease = Lease(name, holder, cycle_id, now, expires_at)
     # Usually the row exists (a lease left to expire, or ours): try the conditional UPDATE.
@@ -96,7 +96,7 @@ def renew(
     Lost means released, or taken over by another holder after it expired. A lease that
     expired but that nobody took yet is still renewed: no one else can have started work.
     """
-    now = _aware_utc(now)
+    now = aware_utc(now)
     expires_at = now + timedelta(seconds=_positive(ttl_s))
     with db.session() as session:
         result = session.execute(
@@ -121,7 +121,7 @@ def release(db: Database, holder: str, name: str = DEFAULT_NAME) -> bool:
 
 def current(db: Database, now: datetime | None = None, name: str = DEFAULT_NAME) -> Lease | None:
     """The lease ``name`` if someone holds it and it has not expired at ``now``, else ``None``."""
-    now = _aware_utc(now)
+    now = aware_utc(now)
     with db.session() as session:
         row = session.scalar(
             select(CycleLease).where(CycleLease.name == name, CycleLease.expires_at > now)
@@ -153,12 +153,3 @@ def _positive(ttl_s: float) -> float:
     if not ttl_s > 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
     return float(ttl_s)
-
-
-def _aware_utc(now: datetime | None) -> datetime:
-    """``now`` as an aware UTC datetime (SQLite stores no offset, so all values must be UTC)."""
-    if now is None:
-        return utcnow()
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(UTC)

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from flywheel.db import Database, Feedback, Prediction
 from flywheel.db.models import FeedbackKind, utcnow
@@ -247,13 +247,6 @@ def _record(
         if rows:
             conn.execute(insert(table), rows)
     return outcomes
-
-
-def feedback_counts(db: Database) -> dict[str, int]:
-    """Stored feedback per kind."""
-    with db.session() as s:
-        rows = s.execute(select(Feedback.kind, func.count()).group_by(Feedback.kind)).all()
-    return {str(kind): int(n) for kind, n in rows}
 
 
 _STOP = object()

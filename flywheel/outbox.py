@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from flywheel.db.models import OutboxMessage, utcnow
+from flywheel.db.models import OutboxMessage, aware_utc, utcnow
 from flywheel.db.session import Database
 
 BACKOFF_BASE_S = 1.0
@@ -127,7 +127,7 @@ def relay(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    now = _aware_utc(now)
+    now = aware_utc(now)
     sent = failed = 0
     with db.session() as session:
         if session.get_bind().dialect.name == "sqlite":
@@ -167,12 +167,3 @@ def pending(db: Database) -> int:
             )
             or 0
         )
-
-
-def _aware_utc(now: datetime | None) -> datetime:
-    """``now`` as an aware UTC datetime (SQLite stores no offset, so all values must be UTC)."""
-    if now is None:
-        return utcnow()
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(UTC)

@@ -81,14 +81,6 @@ def list_review(
         return ReviewPage([ReviewRecord.from_row(r) for r in rows], int(total), limit, offset)
 
 
-def get_review(db: Database, item_id: int) -> ReviewRecord:
-    with db.session() as s:
-        row = s.get(ReviewItem, item_id)
-        if row is None:
-            raise NotFoundError(f"no review item {item_id}")
-        return ReviewRecord.from_row(row)
-
-
 def decide_review(
     db: Database,
     item_id: int,

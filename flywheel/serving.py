@@ -200,11 +200,3 @@ def predict_sample(
         s.add(row)
         s.flush()
         return PredictionRecord.from_row(row)
-
-
-def get_prediction(db: Database, prediction_id: str) -> PredictionRecord:
-    with db.session() as s:
-        row = s.get(Prediction, prediction_id)
-        if row is None:
-            raise NotFoundError(f"no prediction {prediction_id!r}")
-        return PredictionRecord.from_row(row)

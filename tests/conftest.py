@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import create_engine, text
 
 from flywheel.config import Settings
+from flywheel.db import Sample
 from flywheel.workspace import Workspace, open_workspace
 
 # The PostgreSQL server on loopback (trust auth). Each test gets its own schema in it.
@@ -61,6 +62,21 @@ def workspace(settings: Settings) -> Iterator[Workspace]:
     ws = open_workspace(settings)
     yield ws
     ws.close()
+
+
+def sample_row(n: int, split: str = "pool", source: str = "test") -> Sample:
+    """A sample row for tests that need only its record (no blob behind it): id ``n`` as
+    64 hex digits."""
+    return Sample(
+        id=f"{n:064x}",
+        blob_uri="x",
+        source=source,
+        split=split,
+        format="PNG",
+        width=8,
+        height=8,
+        size_bytes=1,
+    )
 
 
 @pytest.fixture

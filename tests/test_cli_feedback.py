@@ -10,17 +10,17 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.config import Settings
-from flywheel.db import Feedback, Label, Prediction, Sample
+from flywheel.db import Feedback, Label, Prediction
 from flywheel.workspace import open_workspace
+from tests.conftest import sample_row
 
 runner = CliRunner()
 
 
 def _sample(s, n: int, split: str = "pool") -> str:  # type: ignore[no-untyped-def]
-    sid = f"{n:064x}"
-    s.add(Sample(id=sid, blob_uri="x", source="t", split=split, format="PNG", width=8,
-                 height=8, size_bytes=1))  # fmt: skip
-    return sid
+    row = sample_row(n, split)
+    s.add(row)
+    return row.id
 
 
 def test_resolve_writes_consensus_labels_and_annotators_reports(tmp_path: Path) -> None:

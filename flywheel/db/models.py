@@ -32,6 +32,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware_utc(now: datetime | None) -> datetime:
+    """``now`` (default: the current time) as an aware UTC datetime; naive ones are refused,
+    since SQLite stores no offset and every stored time must be UTC."""
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC)
+
+
 class Split(enum.StrEnum):
     TRAIN = "train"  # labeled, trained on
     POOL = "pool"  # unlabeled (its hidden truth, if any, is in ground_truth)

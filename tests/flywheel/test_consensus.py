@@ -22,9 +22,10 @@ from flywheel.consensus import (
     majority_vote,
     resolve_feedback,
 )
-from flywheel.db import Feedback, Label, Prediction, ReviewItem, Sample
+from flywheel.db import Feedback, Label, Prediction, ReviewItem
 from flywheel.errors import InvalidInputError
 from flywheel.workspace import Workspace
+from tests.conftest import sample_row
 
 SETTINGS = ConsensusSettings()
 
@@ -209,18 +210,7 @@ class Fixture:
     def sample(self, n: int, split: str = "pool", label: str | None = None) -> str:
         sid = f"{n:064x}"
         with self.db.session() as s:
-            s.add(
-                Sample(
-                    id=sid,
-                    blob_uri="x",
-                    source="test",
-                    split=split,
-                    format="PNG",
-                    width=8,
-                    height=8,
-                    size_bytes=1,
-                )
-            )
+            s.add(sample_row(n, split))
             if label is not None:
                 s.flush()
                 s.add(Label(sample_id=sid, label=label, source="seed", method="seed"))

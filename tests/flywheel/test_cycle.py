@@ -140,25 +140,13 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
     from flywheel.consensus import CONFLICT_REASON
     from flywheel.cycle import start_cycle, write_selection
     from flywheel.cycle_data import CycleData, LabeledSet
-    from flywheel.db import Sample
     from flywheel.learning import SelectionOutcome
     from flywheel.selection import Decision, SelectionResult
+    from tests.conftest import sample_row
 
     ids = [f"{i:064x}" for i in range(2)]
     with workspace.db.session() as s:
-        for sid in ids:
-            s.add(
-                Sample(
-                    id=sid,
-                    blob_uri="x",
-                    source="t",
-                    split="pool",
-                    format="PNG",
-                    width=8,
-                    height=8,
-                    size_bytes=1,
-                )
-            )
+        s.add_all([sample_row(i, source="t") for i in range(2)])
         s.flush()
         s.add(ReviewItem(sample_id=ids[0], reason="uncertain", proposed_label="a", evidence={}))
         s.add(

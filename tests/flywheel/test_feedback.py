@@ -9,17 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from flywheel.db import Feedback, Prediction, Sample
+from flywheel.db import Feedback, Prediction
 from flywheel.db.models import FeedbackKind
 from flywheel.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from flywheel.feedback import (
     FeedbackRequest,
     FeedbackWriter,
     IdempotencyMismatchError,
-    feedback_counts,
     record_feedback,
 )
 from flywheel.workspace import Workspace
+from tests.conftest import sample_row
 
 LABELS = ["cat", "dog"]
 
@@ -28,18 +28,7 @@ LABELS = ["cat", "dog"]
 def prediction_id(workspace: Workspace) -> str:
     pid = str(uuid.uuid4())
     with workspace.db.session() as s:
-        s.add(
-            Sample(
-                id="a" * 64,
-                blob_uri="x",
-                source="t",
-                split="pool",
-                format="PNG",
-                width=8,
-                height=8,
-                size_bytes=1,
-            )
-        )
+        s.add(sample_row(int("a" * 64, 16)))
         s.flush()
         s.add(
             Prediction(
@@ -97,7 +86,9 @@ def test_one_bad_item_does_not_sink_the_batch(workspace, prediction_id):
         None,
     ]
     assert count(workspace) == 4
-    assert feedback_counts(workspace.db) == {"confirm": 3, "correct": 1}
+    with workspace.db.session() as s:
+        by_kind = dict(s.execute(select(Feedback.kind, func.count()).group_by(Feedback.kind)).all())
+    assert by_kind == {"confirm": 3, "correct": 1}
 
 
 def test_idempotency_rules(workspace, prediction_id):

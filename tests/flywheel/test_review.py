@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from flywheel.db import Label, ReviewItem, Sample
+from flywheel.db import Label, ReviewItem
 from flywheel.db.models import ReviewState
 from flywheel.errors import ConflictError, InvalidInputError, NotFoundError
 from flywheel.review import decide_review, label_set, list_review
+from tests.conftest import sample_row
 
 LABELS = ["cat", "dog"]
 
@@ -16,18 +17,7 @@ LABELS = ["cat", "dog"]
 def _item(ws, n: int, proposed: str | None = "cat", pseudo: bool = True) -> int:
     sid = f"{n:064x}"
     with ws.db.session() as s:
-        s.add(
-            Sample(
-                id=sid,
-                blob_uri="x",
-                source="t",
-                split="pool",
-                format="PNG",
-                width=8,
-                height=8,
-                size_bytes=1,
-            )
-        )
+        s.add(sample_row(n, source="t"))
         s.flush()
         if pseudo:
             s.add(Label(sample_id=sid, label="cat", source="pseudo", confidence=0.7, method="knn"))
