@@ -26,16 +26,7 @@ UNREADABLE = {
 
 
 def version_out(v: VersionInfo) -> VersionOut:
-    return VersionOut(
-        id=v.id,
-        parent_id=v.parent_id,
-        num_rows=v.num_rows,
-        stats=v.stats,
-        message=v.message,
-        manifest_uri=v.manifest_uri,
-        checksum=v.checksum,
-        created_at=v.created_at,
-    )
+    return VersionOut.model_validate(v, from_attributes=True)  # the same fields
 
 
 @router.get("/versions", response_model=VersionPage, responses=COMMON_RESPONSES)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 
 from api.auth import AnyKey, Context
+from api.context import ApiContext
 from api.errors import COMMON_RESPONSES, ErrorResponse, status_for
 from api.schemas import (
     ErrorInfo,
@@ -18,6 +19,7 @@ from api.schemas import (
     FeedbackOut,
 )
 from flywheel.api_keys import KeyInfo
+from flywheel.errors import InvalidInputError
 from flywheel.feedback import FeedbackOutcome, FeedbackRecord, FeedbackRequest
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -57,7 +59,7 @@ def _request(item: FeedbackIn, key: KeyInfo, idem: str | None) -> FeedbackReques
     )
 
 
-async def _submit(ctx, requests: list[FeedbackRequest]) -> list[FeedbackOutcome]:  # type: ignore[no-untyped-def]
+async def _submit(ctx: ApiContext, requests: list[FeedbackRequest]) -> list[FeedbackOutcome]:
     futures = ctx.writer.submit(requests)
     outcomes = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
     for req, out in zip(requests, outcomes, strict=True):
@@ -107,8 +109,6 @@ async def feedback_batch(
 ) -> FeedbackBatchOut:
     """Many feedback items (apps that buffer); one result per item, committed together."""
     if len(body.items) > ctx.settings.api.max_batch_items:
-        from flywheel.errors import InvalidInputError
-
         raise InvalidInputError(
             f"{len(body.items)} items: a batch takes at most {ctx.settings.api.max_batch_items}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -19,20 +20,7 @@ MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 
 
 def review_out(r: ReviewRecord) -> ReviewOut:
-    return ReviewOut(
-        id=r.id,
-        sample_id=r.sample_id,
-        cycle_id=r.cycle_id,
-        reason=r.reason,
-        proposed_label=r.proposed_label,
-        score=r.score,
-        evidence=json_safe(r.evidence),
-        state=r.state,
-        decided_label=r.decided_label,
-        reviewer=r.reviewer,
-        decided_at=r.decided_at,
-        created_at=r.created_at,
-    )
+    return ReviewOut.model_validate({**asdict(r), "evidence": json_safe(r.evidence)})
 
 
 def default_reviewer(key: KeyInfo) -> str:
