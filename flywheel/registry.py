@@ -100,6 +100,15 @@ class ModelRegistry:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             yield active.info.run_id
 
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        """Close a run an interrupted process left open (no-op if it already ended)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return
+        if run.info.status == "RUNNING":
+            self.client.set_terminated(run_id, status)
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 

@@ -79,6 +79,12 @@ def write_once(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = 
     """
     if exists(fs, path):
         return False
+    write_atomic(fs, path, data, make_parent)
+    return True
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = True) -> None:
+    """Publish ``data`` at ``path`` (replacing what is there) via a temp name and a rename."""
     parent = path.rsplit("/", 1)[0]
     if make_parent:
         fs.create_dir(parent, recursive=True)
@@ -90,7 +96,6 @@ def write_once(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = 
     except Exception:
         fs.delete_file(tmp)
         raise
-    return True
 
 
 def delete(fs: pafs.FileSystem, path: str) -> None:

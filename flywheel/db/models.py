@@ -191,6 +191,12 @@ class Cycle(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # What the current step is doing ("SSL epoch 3/30"): the progress line of CLI and API.
+    message: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str | None] = mapped_column(String(32))  # manual | schedule | feedback
+    worker: Mapped[str | None] = mapped_column(String(200))  # who runs the current step
+    # Each step's record of its finished output: a redelivered step finds it and returns.
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
 
