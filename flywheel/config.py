@@ -106,6 +106,27 @@ class ConsensusSettings(BaseModel):
     max_iterations: int = Field(default=50, gt=0)
 
 
+class CycleSettings(BaseModel):
+    """How cycles share the project: one at a time, under a lock that outlives no holder."""
+
+    # The cycle lock (and a step's claim) expires this long after its holder last renewed
+    # it: a crashed worker or API process blocks cycles at most this long.
+    lease_s: float = Field(default=120.0, gt=0.0)
+    heartbeat_s: float = Field(default=20.0, gt=0.0)  # renewal interval, well below lease_s
+    # How often outbox messages (queued cycles) are handed to the broker when it is up.
+    relay_interval_s: float = Field(default=2.0, gt=0.0)
+
+
+class TriggerSettings(BaseModel):
+    """What starts a cycle besides an engineer (API/CLI)."""
+
+    # Start a cycle once this many feedback items arrived since the last one began; 0: off.
+    feedback_count: int = Field(default=0, ge=0)
+    # Celery beat schedules: a crontab ("0 3 * * *" = nightly at 03:00) and/or an interval.
+    schedule_cron: str | None = None
+    schedule_interval_s: float | None = Field(default=None, gt=0.0)
+
+
 class LearningSettings(BaseModel):
     """One cycle's learning choices. Defaults suit the built-in digits set on 2 CPU cores."""
 
@@ -162,6 +183,8 @@ class Settings(BaseSettings):
     learning: LearningSettings = LearningSettings()
     api: ApiSettings = ApiSettings()
     consensus: ConsensusSettings = ConsensusSettings()
+    cycles: CycleSettings = CycleSettings()
+    triggers: TriggerSettings = TriggerSettings()
 
     @classmethod
     def settings_customise_sources(

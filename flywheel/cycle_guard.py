@@ -51,7 +51,7 @@ def fail_interrupted_cycles(db: Database) -> list[int]:
     return ids
 
 
-def _busy_message(db: Database) -> str:
+def busy_message(db: Database) -> str:
     lease = current(db)
     with db.session() as s:
         running = s.scalar(
@@ -60,6 +60,32 @@ def _busy_message(db: Database) -> str:
     who = f" by {lease.holder}" if lease else ""
     which = f"cycle {running} is running" if running else "a cycle is starting"
     return f"{which}{who}: one cycle at a time"
+
+
+@contextmanager
+def keep_alive(
+    db: Database, leases: list[tuple[str, str]], ttl_s: float, heartbeat_s: float
+) -> Iterator[None]:
+    """Renew each (name, holder) lease every ``heartbeat_s`` while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            for name, holder in leases:
+                try:
+                    # False means lost (e.g. this process stalled past the TTL): the next
+                    # claim by its holder notices; nothing to renew here.
+                    renew(db, holder, ttl_s, name=name)
+                except Exception:  # a database blip: try again at the next beat
+                    continue
+
+    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 @contextmanager
@@ -72,23 +98,10 @@ def exclusive_cycles(
     """Hold the cycle lease for the ``with`` block; ConflictError if another holds it."""
     lease = acquire(db, holder, ttl_s)
     if lease is None:
-        raise ConflictError(_busy_message(db))
-    fail_interrupted_cycles(db)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(heartbeat_s):
-            try:
-                if not renew(db, holder, ttl_s):
-                    return  # lost (e.g. this process stalled past the TTL); nothing to renew
-            except Exception:  # a database blip: try again at the next beat
-                continue
-
-    thread = threading.Thread(target=beat, name="cycle-lease-heartbeat", daemon=True)
-    thread.start()
+        raise ConflictError(busy_message(db))
     try:
-        yield lease
+        fail_interrupted_cycles(db)
+        with keep_alive(db, [(lease.name, holder)], ttl_s, heartbeat_s):
+            yield lease
     finally:
-        stop.set()
-        thread.join(5)
         release(db, holder)

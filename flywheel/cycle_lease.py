@@ -108,6 +108,32 @@ def renew(
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def hand_over(
+    db: Database,
+    holder: str,
+    new_holder: str,
+    ttl_s: float,
+    cycle_id: int | None = None,
+    now: datetime | None = None,
+    name: str = DEFAULT_NAME,
+) -> bool:
+    """Pass ``holder``'s lease to ``new_holder`` (e.g. from a request to the cycle it made);
+    ``False`` (and no change) if ``holder`` does not hold it."""
+    now = aware_utc(now)
+    with db.session() as session:
+        result = session.execute(
+            update(CycleLease)
+            .where(CycleLease.name == name, CycleLease.holder == holder)
+            .values(
+                holder=new_holder,
+                cycle_id=cycle_id,
+                expires_at=now + timedelta(seconds=_positive(ttl_s)),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 def release(db: Database, holder: str, name: str = DEFAULT_NAME) -> bool:
     """Give up ``holder``'s lease; ``False`` (and no change) if ``holder`` does not hold it."""
     with db.session() as session:

@@ -8,10 +8,15 @@ task may run more than once: every task must be idempotent (DESIGN.md, habit 4).
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 from flywheel.config import Settings
+from flywheel.errors import InvalidInputError
 
 # CPU workers: ingest, versioning, consensus, bookkeeping. GPU workers: embedding,
 # pseudo-labeling, training. A GPU node can serve both queues.
@@ -19,7 +24,45 @@ QUEUES = ("cpu", "gpu")
 TASK_ROUTES = {
     "workers.tasks.ping": {"queue": "cpu"},
     "workers.tasks.ping_gpu": {"queue": "gpu"},
+    "workers.tasks.cycle_consensus": {"queue": "cpu"},
+    "workers.tasks.cycle_select": {"queue": "gpu"},
+    "workers.tasks.cycle_train": {"queue": "gpu"},
+    "workers.tasks.cycle_finish": {"queue": "cpu"},
+    "workers.tasks.relay_outbox": {"queue": "cpu"},
+    "workers.tasks.scheduled_cycle": {"queue": "cpu"},
 }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Celery beat's entries: the outbox relay (with the feedback trigger) and, when
+    configured, scheduled cycles. Relays expire unrun: no backlog piles up without workers."""
+    relay_every = settings.cycles.relay_interval_s
+    entries: dict[str, dict[str, Any]] = {
+        "relay-outbox": {
+            "task": "workers.tasks.relay_outbox",
+            "schedule": timedelta(seconds=relay_every),
+            "options": {"expires": max(relay_every, 1.0)},
+        }
+    }
+    triggers = settings.triggers
+    if triggers.schedule_cron:
+        fields = triggers.schedule_cron.split()
+        if len(fields) != 5:
+            raise InvalidInputError(
+                f"triggers.schedule_cron {triggers.schedule_cron!r}: need 5 fields "
+                "(minute hour day-of-month month day-of-week)"
+            )
+        minute, hour, day_of_month, month, day_of_week = fields
+        entries["scheduled-cycle"] = {
+            "task": "workers.tasks.scheduled_cycle",
+            "schedule": crontab(minute, hour, day_of_week, day_of_month, month),
+        }
+    if triggers.schedule_interval_s:
+        entries["scheduled-cycle-interval"] = {
+            "task": "workers.tasks.scheduled_cycle",
+            "schedule": timedelta(seconds=triggers.schedule_interval_s),
+        }
+    return entries
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -27,7 +70,8 @@ def create_celery(settings: Settings) -> Celery:
     broker = settings.broker
     app = Celery("flywheel", set_as_current=True)
     app.flywheel_settings = settings  # read by tasks in the worker: only ids cross the queue
-    transport = {"visibility_timeout": broker.visibility_timeout_s}
+    # A broker that is down fails a publish within seconds (the outbox retries it later).
+    transport = {"visibility_timeout": broker.visibility_timeout_s, "socket_connect_timeout": 5}
     app.conf.update(
         broker_url=broker.url or "memory://",
         result_backend=broker.result_backend or broker.url,
@@ -49,6 +93,7 @@ def create_celery(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,
         task_track_started=True,
+        beat_schedule=beat_schedule(settings),
     )
     app.set_default()
     # Importing registers the tasks on the default app just set.

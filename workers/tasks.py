@@ -1,11 +1,80 @@
-"""Celery tasks: thin wrappers that take ids, call ``flywheel``, and return plain values."""
+"""Celery tasks: thin wrappers that take ids, call ``flywheel``, and return plain values.
+
+A cycle is the chain ``consensus (cpu) -> select (gpu) -> train (gpu) -> finish (cpu)``
+(:func:`cycle_chain`). Each task re-reads the cycle from the database, holds the cycle
+and step leases while it runs (:func:`flywheel.cycle_requests.claim_step`), and calls the
+idempotent step of :mod:`flywheel.cycle_steps`, so a redelivered task never duplicates
+labels, dataset versions or models.
+
+Errors: transient ones (database or broker unreachable, another copy of the step still
+running) are retried with exponential backoff; any other error is permanent: the cycle is
+marked ``failed`` with the reason, its lock is released, and the chain stops.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Callable
+from typing import Any
 
-from celery import shared_task
+from celery import Task, chain, shared_task
+from celery.exceptions import Ignore
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from flywheel.config import Settings
+from flywheel.cycle import fail_cycle
+from flywheel.cycle_requests import (
+    CYCLE_TOPIC,
+    CycleGoneError,
+    StepBusyError,
+    claim_step,
+    feedback_trigger_due,
+    release_cycle,
+    request_cycle,
+)
+from flywheel.cycle_steps import (
+    run_consensus_step,
+    run_finish_step,
+    run_select_step,
+    run_train_step,
+    update_cycle,
+)
+from flywheel.errors import ConflictError
+from flywheel.outbox import backoff_s, relay
+from flywheel.registry import ModelRegistry
+from flywheel.workspace import Workspace, open_workspace
+
+log = logging.getLogger("flywheel.workers")
+
+# Worth another try later: the outage ends, the other copy of the step finishes.
+TRANSIENT = (
+    DatabaseError,
+    BrokerError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+_resources: dict[int, tuple[Workspace, ModelRegistry]] = {}
+
+
+def _open(settings: Settings) -> tuple[Workspace, ModelRegistry]:
+    """One workspace and registry per process: opened in the pool process that uses them,
+    never inherited across a fork (database connections must not be shared)."""
+    pid = os.getpid()
+    if pid not in _resources:
+        _resources[pid] = (open_workspace(settings), ModelRegistry.from_settings(settings))
+    return _resources[pid]
+
+
+def _settings(task: Task) -> Settings:
+    return task.app.flywheel_settings
 
 
 def _describe(queue: str) -> dict[str, str | int]:
@@ -22,3 +91,132 @@ def ping() -> dict[str, str | int]:
 def ping_gpu() -> dict[str, str | int]:
     """The same for the GPU queue."""
     return _describe("gpu")
+
+
+# --- cycle steps ---------------------------------------------------------------------------
+StepFn = Callable[[Workspace, ModelRegistry, int], Any]
+
+
+def _run_step(task: Task, step: str, cycle_id: int, fn: StepFn) -> Any:
+    settings = _settings(task)
+    ws, registry = _open(settings)
+    runner = f"{step}:{task.request.id}@{socket.gethostname()}:{os.getpid()}"
+    try:
+        with claim_step(ws, cycle_id, step, runner, settings.cycles):
+            update_cycle(ws, cycle_id, worker=runner, error=None)
+            result = fn(ws, registry, cycle_id)
+    except CycleGoneError as exc:
+        log.info("skipping %s: %s", step, exc)
+        raise Ignore() from exc  # stops the chain without a failure to report
+    except StepBusyError as exc:
+        # Not counted against max_retries: the other copy either finishes or dies, and then
+        # its step lease expires within cycles.lease_s.
+        raise task.retry(exc=exc, countdown=settings.cycles.heartbeat_s, max_retries=None) from exc
+    except TRANSIENT as exc:
+        if task.request.retries < settings.broker.max_retries:
+            log.warning("%s of cycle %s: transient error, retrying: %s", step, cycle_id, exc)
+            raise task.retry(exc=exc, countdown=backoff_s(task.request.retries + 1)) from exc
+        _give_up(ws, cycle_id, exc)
+        raise
+    except Exception as exc:
+        _give_up(ws, cycle_id, exc)
+        raise
+    if step == "finish":
+        release_cycle(ws, cycle_id)
+    return result
+
+
+def _give_up(ws: Workspace, cycle_id: int, exc: BaseException) -> None:
+    try:
+        fail_cycle(ws, cycle_id, exc)
+    finally:
+        release_cycle(ws, cycle_id)
+
+
+def _step_task(step: str) -> Callable[[StepFn], Task]:
+    def register(fn: StepFn) -> Task:
+        @shared_task(bind=True, name=f"workers.tasks.cycle_{step}", max_retries=None)
+        def task(self: Task, cycle_id: int) -> Any:
+            return _run_step(self, step, cycle_id, fn)
+
+        task.__doc__ = fn.__doc__
+        return task
+
+    return register
+
+
+@_step_task("consensus")
+def cycle_consensus(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> dict:
+    """Users' feedback becomes labels (CPU)."""
+    return run_consensus_step(ws, cycle_id)
+
+
+@_step_task("select")
+def cycle_select(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> str:
+    """Embedding, pseudo-label selection, labels and a dataset version (GPU)."""
+    return run_select_step(ws, registry, cycle_id)
+
+
+@_step_task("train")
+def cycle_train(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> dict:
+    """Train, evaluate, gate and register the model (GPU)."""
+    return run_train_step(ws, registry, cycle_id)
+
+
+@_step_task("finish")
+def cycle_finish(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> dict:
+    """Promote if the gate said so; the cycle's final state (CPU)."""
+    result = run_finish_step(ws, registry, cycle_id)
+    return {"state": result.state, "model_version": result.model_version}
+
+
+def cycle_chain(cycle_id: int) -> chain:
+    """The whole cycle as one canvas; each link is routed to its queue (workers.app)."""
+    return chain(
+        cycle_consensus.si(cycle_id),
+        cycle_select.si(cycle_id),
+        cycle_train.si(cycle_id),
+        cycle_finish.si(cycle_id),
+    )
+
+
+# --- outbox relay and triggers -------------------------------------------------------------
+def publish(topic: str, payload: dict[str, Any]) -> None:
+    """Hand one outbox message to the broker (raises while the broker is unreachable)."""
+    if topic != CYCLE_TOPIC:
+        raise ValueError(f"unknown outbox topic {topic!r}")
+    cycle_chain(int(payload["cycle_id"])).apply_async(retry=False)
+
+
+def relay_and_trigger(ws: Workspace, settings: Settings) -> dict[str, int | None]:
+    """Start a cycle if enough feedback arrived, then relay the outbox to the broker."""
+    started = None
+    if feedback_trigger_due(ws, settings.triggers.feedback_count):
+        try:
+            started = request_cycle(ws, settings.learning, settings.cycles, trigger="feedback")
+        except ConflictError:  # another process started one first
+            started = None
+    report = relay(ws.db, publish)
+    return {"sent": report.sent, "failed": report.failed, "cycle_started": started}
+
+
+@shared_task(bind=True, name="workers.tasks.relay_outbox", ignore_result=True)
+def relay_outbox(self: Task) -> dict[str, int | None]:
+    """Beat runs this every cycles.relay_interval_s: the backstop relay and feedback trigger."""
+    settings = _settings(self)
+    ws, _ = _open(settings)
+    return relay_and_trigger(ws, settings)
+
+
+@shared_task(bind=True, name="workers.tasks.scheduled_cycle")
+def scheduled_cycle(self: Task) -> dict[str, Any]:
+    """Beat's schedule (triggers.schedule_*): queue a cycle unless one is running."""
+    settings = _settings(self)
+    ws, _ = _open(settings)
+    try:
+        cycle_id = request_cycle(ws, settings.learning, settings.cycles, trigger="schedule")
+    except ConflictError as exc:
+        log.info("scheduled cycle skipped: %s", exc)
+        return {"cycle_id": None, "skipped": str(exc)}
+    relay(ws.db, publish)
+    return {"cycle_id": cycle_id}

@@ -24,7 +24,7 @@ from flywheel.cli.common import (
 from flywheel.cli.cycles import cycle_app, cycle_table, models_app, run_cycles
 from flywheel.cli.data import data_app, ingest_app, print_diff, print_version, run_ingest
 from flywheel.cli.feedback import feedback_app
-from flywheel.cli.service import keys_app, serve, worker
+from flywheel.cli.service import beat, keys_app, serve, worker
 from flywheel.config import Settings, load_settings
 from flywheel.errors import FlywheelError
 from flywheel.ingest import SplitPlan, digits_candidates
@@ -43,6 +43,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
 app.command()(serve)
 app.command()(worker)
+app.command()(beat)
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +13,8 @@ from sqlalchemy import select
 
 from flywheel.cli.common import console, err_console, fmt, registry_for, workspace
 from flywheel.db import Cycle
-from flywheel.errors import NotFoundError
+from flywheel.db.models import CycleState
+from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -59,16 +61,7 @@ def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
     registry = registry_for(ws.settings)
     results = []
     # One cycle at a time per project: an API or another CLI running one is an error here.
-    with (
-        exclusive_cycles(ws.db, holder_id("cli")),
-        Progress(
-            TextColumn("[bold]cycle {task.fields[n]}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("{task.fields[message]}"),
-            console=err_console,
-        ) as bar,
-    ):
+    with exclusive_cycles(ws.db, holder_id("cli")), cycle_bar() as bar:
         for n in range(1, cycles + 1):
             task = bar.add_task("cycle", total=1.0, n=f"{n}/{cycles}", message="starting")
 
@@ -81,14 +74,84 @@ def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
     return results
 
 
+def cycle_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]cycle {task.fields[n]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[message]}"),
+        console=err_console,
+    )
+
+
+def queue_cycle(ws: Workspace) -> int:
+    """Queue a cycle for the workers and hand it to the broker now if it is up (else the
+    outbox keeps it until a relay gets through: beat, the API, or the next CLI call)."""
+    from flywheel.cycle_requests import request_cycle
+    from flywheel.outbox import relay
+    from workers.app import create_celery
+    from workers.tasks import publish
+
+    settings = ws.settings
+    create_celery(settings)
+    cycle_id = request_cycle(ws, settings.learning, settings.cycles, trigger="manual")
+    report = relay(ws.db, publish)
+    if report.failed:
+        err_console.print(
+            "[yellow]broker unreachable:[/] the cycle waits in the database until it is back"
+        )
+    return cycle_id
+
+
+def wait_for_cycle(ws: Workspace, cycle_id: int, label: str, poll_s: float = 0.5) -> Cycle:
+    """Follow a cycle that workers run, with a live progress bar, until it ends."""
+    from flywheel.cycle_steps import FINISHED, load_cycle
+
+    with cycle_bar() as bar:
+        task = bar.add_task("cycle", total=1.0, n=label, message="queued")
+        while True:
+            c = load_cycle(ws, cycle_id)
+            where = f" on {c.worker.split('@', 1)[-1]}" if c.worker else ""
+            bar.update(
+                task, completed=c.progress or 0.0, message=f"{c.state}{where}: {c.message or ''}"
+            )
+            if c.state in FINISHED:
+                return c
+            time.sleep(poll_s)
+
+
 @cycle_app.command("run")
 def cycle_run(
     ctx: typer.Context,
     cycles: Annotated[int, typer.Option("--cycles", "-n", min=1, help="How many cycles.")] = 1,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="With a broker: follow the cycle until it ends (default), or print its id "
+            "and return at once. Without one, cycles run here and are always waited for.",
+        ),
+    ] = True,
 ) -> None:
-    """Run cycles in this process (embedded default), with live progress."""
+    """Run cycles: on the workers when a broker is configured, else in this process."""
     with workspace(ctx) as ws:
-        results = run_cycles(ws, cycles)
+        if ws.settings.broker.url is None:
+            results = run_cycles(ws, cycles)
+        else:
+            if not wait and cycles > 1:
+                raise InvalidInputError("one cycle at a time: use --wait for --cycles > 1")
+            from flywheel.cycle_steps import result_of
+
+            results = []
+            for n in range(1, cycles + 1):
+                cycle_id = queue_cycle(ws)
+                if not wait:
+                    console.print(f"queued cycle {cycle_id}: flywheel cycle status {cycle_id}")
+                    return
+                done = wait_for_cycle(ws, cycle_id, f"{n}/{cycles} (#{cycle_id})")
+                if done.state == CycleState.FAILED:
+                    raise FlywheelError(f"cycle {cycle_id} failed: {done.error}")
+                results.append(result_of(done))
     console.print(cycle_table(results))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -101,6 +102,8 @@ def worker(
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     if not chosen or set(chosen) - set(QUEUES):
         raise FlywheelError(f"unknown queue in {queues!r}: choose from {', '.join(QUEUES)}")
+    with workspace(ctx):  # migrate the database once, before the pool processes start
+        pass
     app = create_celery(settings)
     app.worker_main(
         [
@@ -117,3 +120,19 @@ def worker(
             "--without-mingle",
         ]
     )
+
+
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat: relays queued cycles to the broker, checks the feedback trigger
+    (triggers.feedback_count) and starts scheduled cycles (triggers.schedule_*)."""
+    from workers.app import create_celery
+
+    settings: Settings = ctx.obj
+    if settings.broker.url is None:
+        raise FlywheelError("no broker configured (broker.url): beat needs one")
+    with workspace(ctx) as ws:
+        schedule_file = Path(ws.settings.data_dir) / "celerybeat-schedule"
+    app = create_celery(settings)
+    for name, entry in app.conf.beat_schedule.items():
+        err_console.print(f"[bold]beat[/] {name}: {entry['task']} every {entry['schedule']}")
+    app.start(["beat", "--schedule", str(schedule_file), "--loglevel", "INFO"])
