@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.context import ApiContext, TTLCache
-from api.cycle_runner import CycleRunner
+from api.cycle_runner import BrokerCycleRunner, CycleRunner
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.metrics import Metrics, RequestMetrics
@@ -59,7 +59,14 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
         metrics=metrics,
     )
     ctx.writer = FeedbackWriter(ws.db, ctx.labels, api.max_batch_items)
-    if settings.broker.url is None and api.run_cycles_in_process:
+    if settings.broker.url is not None:
+        # Imported here, at the edge: the workers' publisher and relay (Celery).
+        from workers.app import create_celery
+        from workers.tasks import relay_and_trigger
+
+        create_celery(settings)
+        ctx.cycles = BrokerCycleRunner(ws, relay_and_trigger)
+    elif api.run_cycles_in_process:
         ctx.cycles = CycleRunner(ws, registry, ctx.champion.invalidate)
     return ctx
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from api.cycle_runner import CycleRunner
+from api.cycle_runner import BrokerCycleRunner, CycleRunner
 from api.metrics import Metrics
 from flywheel.api_keys import AuthenticationError, KeyInfo, authenticate
 from flywheel.config import Settings
@@ -97,7 +97,7 @@ class ApiContext:
     auth_cache: TTLCache
     labels_cache: TTLCache
     metrics: Metrics
-    cycles: CycleRunner | None = None  # None: cycles need a worker layer
+    cycles: CycleRunner | BrokerCycleRunner | None = None  # None: cycles are off here
     extras: dict[str, object] = field(default_factory=dict)
 
     def cached_key(self, token: str) -> KeyInfo | None:

@@ -1,8 +1,12 @@
-"""Runs cycles for ``POST /v1/cycles`` in a background thread of the API process.
+"""Who runs the cycles ``POST /v1/cycles`` (and the feedback trigger) start.
 
-Only used when no broker is configured (and ``api.run_cycles_in_process`` is on): one
-cycle at a time per process. Routes use only ``submit`` / ``active`` / ``close``, so a
-Celery-backed runner with a distributed lock can replace this one behind the same calls.
+- :class:`CycleRunner`: no broker configured (and ``api.run_cycles_in_process`` on): the
+  cycle runs in a background thread of this process, one at a time.
+- :class:`BrokerCycleRunner`: a broker is configured: the cycle is queued in the database
+  with an outbox message and the workers run it; this process relays the outbox.
+
+Both answer ``submit`` / ``active`` / ``close`` and run ``tick`` from a background thread
+every ``cycles.relay_interval_s``: the feedback trigger, and for the broker the relay.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
-from flywheel.config import LearningSettings
+from flywheel.config import LearningSettings, Settings
 from flywheel.cycle import run_cycle, start_cycle
 from flywheel.cycle_guard import exclusive_cycles, holder_id
+from flywheel.cycle_lease import current
+from flywheel.cycle_requests import feedback_trigger_due, request_cycle
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError
 from flywheel.registry import ModelRegistry
@@ -24,6 +30,27 @@ log = logging.getLogger("flywheel.api.cycles")
 
 # (cycle id, learning settings) -> the cycle's final state
 RunFn = Callable[[int, LearningSettings], str]
+
+
+class Ticker:
+    """Calls ``tick`` every ``interval_s`` seconds in a daemon thread until ``stop``."""
+
+    def __init__(self, tick: Callable[[], object], interval_s: float, name: str) -> None:
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    tick()
+                except Exception:  # a database or broker blip: the next tick tries again
+                    log.exception("%s failed", name)
+
+        self._thread = threading.Thread(target=loop, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
 
 
 class CycleRunner:
@@ -37,6 +64,7 @@ class CycleRunner:
         run: RunFn | None = None,
     ) -> None:
         self.ws = ws
+        self.settings = ws.settings
         self.on_promoted = on_promoted
         self._run: RunFn = run or (
             lambda cycle_id, learning: run_cycle(ws, registry, learning, cycle_id=cycle_id).state
@@ -46,13 +74,22 @@ class CycleRunner:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.holder = holder_id("api")
+        self._ticker = Ticker(self.tick, self.settings.cycles.relay_interval_s, "cycle-trigger")
+
+    def tick(self) -> None:
+        """The feedback trigger: enough new feedback starts a cycle here."""
+        if self.active() is None and feedback_trigger_due(
+            self.ws, self.settings.triggers.feedback_count
+        ):
+            with suppress(ConflictError):  # a cycle started elsewhere meanwhile
+                self.submit(self.settings.learning, trigger="feedback")
 
     def active(self) -> int | None:
         """The cycle queued or running in this process, if any."""
         with self._lock:
             return self._active
 
-    def submit(self, learning: LearningSettings) -> int:
+    def submit(self, learning: LearningSettings, trigger: str = "manual") -> int:
         """Record a queued cycle and start it; ConflictError while another one runs."""
         with self._lock:
             if self._closed:
@@ -67,7 +104,7 @@ class CycleRunner:
             lease = ExitStack()
             lease.enter_context(exclusive_cycles(self.ws.db, self.holder))
             try:
-                cycle_id = start_cycle(self.ws, learning)
+                cycle_id = start_cycle(self.ws, learning, trigger)
                 thread = threading.Thread(
                     target=self._work,
                     args=(cycle_id, learning, lease),
@@ -100,8 +137,49 @@ class CycleRunner:
         A cycle cannot be interrupted safely mid-step; one still running is left to die
         with the process, and its row stays in its last state.
         """
+        self._ticker.stop()
         with self._lock:
             self._closed = True
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+
+class BrokerCycleRunner:
+    """Cycles queued for the Celery workers; this process relays the outbox to the broker.
+
+    ``publish`` hands one outbox message to the broker (``workers.tasks.publish``); the
+    relay retries it with backoff while the broker is down, so a queued cycle is never lost.
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        relay_and_trigger: Callable[[Workspace, Settings], object],
+    ) -> None:
+        self.ws = ws
+        self.settings = ws.settings
+        self._relay_and_trigger = relay_and_trigger
+        self._closed = False
+        self._ticker = Ticker(self.tick, self.settings.cycles.relay_interval_s, "outbox-relay")
+
+    def tick(self) -> None:
+        self._relay_and_trigger(self.ws, self.settings)
+
+    def active(self) -> int | None:
+        lease = current(self.ws.db)
+        return lease.cycle_id if lease else None
+
+    def submit(self, learning: LearningSettings, trigger: str = "manual") -> int:
+        if self._closed:
+            raise ConflictError("the server is shutting down: no new cycles")
+        cycle_id = request_cycle(self.ws, learning, self.settings.cycles, trigger)
+        try:
+            self.tick()  # hand it to the broker now; if it is down, the ticker retries
+        except Exception:
+            log.warning("relaying cycle %s failed; it stays queued", cycle_id, exc_info=True)
+        return cycle_id
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closed = True
+        self._ticker.stop(timeout)

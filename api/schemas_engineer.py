@@ -104,6 +104,9 @@ class CycleOut(BaseModel):
     state: str
     step: str | None
     progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = Field(None, description="what the current step is doing")
+    trigger: str | None = Field(None, description="manual, schedule or feedback")
+    worker: str | None = Field(None, description="the step and worker running it")
     params: dict[str, Any]
     metrics: dict[str, Any]
     error: str | None

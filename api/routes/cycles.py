@@ -29,6 +29,9 @@ def cycle_out(c: Cycle) -> CycleOut:
         state=c.state,
         step=c.step,
         progress=min(max(c.progress or 0.0, 0.0), 1.0),
+        message=c.message,
+        trigger=c.trigger,
+        worker=c.worker,
         params=json_safe(dict(c.params or {})),
         metrics=json_safe(dict(c.metrics or {})),
         error=c.error,
@@ -48,7 +51,7 @@ def cycle_out(c: Cycle) -> CycleOut:
         **COMMON_RESPONSES,
         409: {
             "model": ErrorResponse,
-            "description": "a cycle is already queued or running, or no worker layer runs cycles",
+            "description": "a cycle is already queued or running, or cycles are off here",
         },
     },
 )
@@ -65,8 +68,8 @@ def start(
     runner = ctx.cycles
     if runner is None:
         raise ConflictError(
-            "no worker layer configured yet: cycles run in the API process only with no "
-            "broker configured and api.run_cycles_in_process on"
+            "cycles are off in this server: configure a broker (workers run them) or turn "
+            "api.run_cycles_in_process on"
         )
     learning = ctx.settings.learning
     if body is not None and body.learning is not None:

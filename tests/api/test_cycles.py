@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.cycle_runner import CycleRunner
 from flywheel.config import BrokerSettings
+from flywheel.outbox import pending
 from tests.api.conftest import auth
 
 TINY = {
@@ -52,16 +53,20 @@ def test_cycle_routes_refuse_bad_requests(client, keys, api_settings, api_worksp
         assert client.request(method, path).status_code == 401
     assert client.get("/v1/cycles", headers=eng).json()["total"] == 0  # nothing was queued
 
-    # A broker but no in-process runs: no worker layer exists yet, which is a 409, not a 5xx.
+    # A broker that is down: the cycle is accepted all the same and waits in the database
+    # (its outbox message stays pending); a second request is refused, naming the first.
     settings = api_settings.model_copy(
-        update={
-            "broker": BrokerSettings(url="redis://127.0.0.1:1/0"),
-            "api": api_settings.api.model_copy(update={"run_cycles_in_process": False}),
-        }
+        update={"broker": BrokerSettings(url="redis://127.0.0.1:1/0")}
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as other:
         r = other.post("/v1/cycles", headers=eng)
-        assert r.status_code == 409 and "no worker layer" in r.json()["error"]["message"]
+        assert r.status_code == 202, r.text
+        queued = other.get(r.headers["location"], headers=eng).json()
+        assert queued["state"] == "queued"
+        assert pending(other.app.state.ctx.ws.db) == 1
+        again = other.post("/v1/cycles", headers=eng)
+        assert again.status_code == 409
+        assert f"cycle {queued['id']}" in again.json()["error"]["message"]
 
 
 def test_one_cycle_at_a_time(client, keys, api_workspace):
