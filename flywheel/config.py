@@ -62,6 +62,9 @@ class BrokerSettings(BaseModel):
     # Transient errors (broker or database briefly unreachable) are retried this often,
     # with exponential backoff; any other error fails the task at once.
     max_retries: int = Field(default=5, ge=0)
+    # How often a worker looks for tasks whose worker died unacknowledged (older than the
+    # visibility timeout) and puts them back in the queue.
+    restore_interval_s: int = Field(default=30, gt=0)
 
 
 class IngestSettings(BaseModel):

@@ -71,7 +71,14 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("flywheel", set_as_current=True)
     app.flywheel_settings = settings  # read by tasks in the worker: only ids cross the queue
     # A broker that is down fails a publish within seconds (the outbox retries it later).
-    transport = {"visibility_timeout": broker.visibility_timeout_s, "socket_connect_timeout": 5}
+    transport = {
+        "visibility_timeout": broker.visibility_timeout_s,
+        # A dead worker's unacknowledged task goes back to the queue once it is older than
+        # the visibility timeout; the sweep runs every restore_interval_s (no throttling).
+        "unacked_restore_interval": broker.restore_interval_s,
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 5,
+    }
     app.conf.update(
         broker_url=broker.url or "memory://",
         result_backend=broker.result_backend or broker.url,
