@@ -1,0 +1,111 @@
+"""Cycles through the broker: real Redis, real ``celery worker`` processes, real faults.
+
+Each test starts its own workers (and, for the outage, its own Redis) and stops them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from flywheel.cycle_lease import current
+from flywheel.cycle_requests import request_cycle
+from flywheel.db import Label
+from flywheel.errors import ConflictError
+from flywheel.outbox import pending
+from flywheel.registry import ModelRegistry
+from tests.conftest import postgres_schema_url
+from tests.workers.conftest import cycle_summary, wait_until
+
+pytestmark = pytest.mark.integration
+
+BROKER_A = "redis://127.0.0.1:6379/9"
+
+
+def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager_reference):
+    """Same data and seed: the chain on a CPU and a GPU worker gives the eager results, and
+    each step ran on the queue it is routed to."""
+    dep = make_deployment("broker", broker_url=BROKER_A)
+    cpu = dep.start_worker("cpu", queues="cpu")
+    gpu = dep.start_worker("gpu", queues="gpu")
+    out = dep.cli("cycle", "run", "-n", "2", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "promoted v1" in out.stdout
+    assert [cycle_summary(dep, c) for c in (1, 2)] == eager_reference
+    assert cpu.received("cycle_consensus") == cpu.received("cycle_finish") == 2
+    assert gpu.received("cycle_select") == gpu.received("cycle_train") == 2
+    assert cpu.received("cycle_select") == gpu.received("cycle_consensus") == 0
+    assert dep.cycle(2).trigger == "manual" and current(dep.ws.db) is None  # lock released
+
+
+def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment, eager_reference):
+    """SIGKILL the worker (main process and pool) in the middle of training: its task is
+    redelivered to the other worker, the cycle completes, and its dataset version, labels
+    and model equal an uninterrupted run's, with no label or model version twice."""
+    with postgres_schema_url() as url:
+        dep = make_deployment("kill", database_url=url, broker_url=BROKER_A)
+        a, b = dep.start_worker("a"), dep.start_worker("b")
+        first = dep.cli("cycle", "run", "--wait")
+        assert first.returncode == 0, first.stderr
+
+        queued = dep.cli("cycle", "run", "--no-wait")
+        assert queued.returncode == 0 and "queued cycle 2" in queued.stdout
+
+        def training() -> str | None:
+            c = dep.cycle(2)
+            match = re.match(r"epoch (\d+)/", c.message or "")
+            return c.worker if c.state == "training" and match and int(match[1]) >= 3 else None
+
+        runner = wait_until(training, 180, "cycle 2 to be mid-training")
+        # One cycle at a time: a second request is refused while cycle 2 runs.
+        with pytest.raises(ConflictError, match="cycle 2 is running by cycle:2"):
+            request_cycle(dep.ws, dep.settings.learning, dep.settings.cycles)
+        pid = int(runner.rsplit(":", 1)[1])
+        victim, survivor = (a, b) if a.owns(pid) else (b, a)
+        assert victim.owns(pid), runner
+        killed_run = dep.cycle(2).mlflow_run_id
+        victim.kill()
+
+        done = dep.wait_cycle(2)
+        assert survivor.owns(int(done.worker.rsplit(":", 1)[1])), done.worker
+        assert survivor.received("cycle_train") >= 1
+        assert [cycle_summary(dep, c) for c in (1, 2)] == eager_reference
+        registry = ModelRegistry.from_settings(dep.settings)
+        assert [v.tags["cycle_id"] for v in registry.versions()] == ["1", "2"]
+        assert registry.client.get_run(killed_run).info.status == "KILLED"
+        assert done.mlflow_run_id != killed_run
+        with dep.ws.db.session() as s:
+            per_sample = s.execute(
+                select(Label.sample_id, func.count())
+                .where(Label.cycle_id == 2)
+                .group_by(Label.sample_id)
+                .having(func.count() > 1)
+            ).all()
+        assert per_sample == []  # no sample got two labels from the cycle
+        assert current(dep.ws.db) is None
+        dep.stop()
+
+
+def test_a_permanent_error_fails_the_cycle_once(make_deployment):
+    """Images without labels: the select step cannot work. The cycle fails with the reason,
+    the step is not retried, the chain stops, and the lock is free for the next cycle."""
+    dep = make_deployment("broken", broker_url=BROKER_A, ingest=False)
+    out = dep.cli("ingest", "digits", "--labels-per-class", "0", "--test-fraction", "0")
+    assert out.returncode == 0, out.stderr
+    worker = dep.start_worker("w")
+    run = dep.cli("cycle", "run", "--wait")
+    assert run.returncode == 1
+    assert "at least two classes" in run.stderr
+    failed = dep.cycle(1)
+    assert failed.state == "failed" and "InvalidInputError" in failed.error
+    time.sleep(1.0)  # time enough for a retry or the next link, if there were one
+    assert worker.received("cycle_select") == 1 and "Retry in" not in worker.text()
+    assert worker.received("cycle_train") == 0
+    assert current(dep.ws.db) is None
+    again = dep.cli("cycle", "run", "--no-wait")
+    assert again.returncode == 0 and "queued cycle 2" in again.stdout
+    wait_until(lambda: dep.cycle(2).state == "failed", 60, "cycle 2 to fail the same way")
+    assert pending(dep.ws.db) == 0
