@@ -33,13 +33,19 @@ RunFn = Callable[[int, LearningSettings], str]
 
 
 class Ticker:
-    """Calls ``tick`` every ``interval_s`` seconds in a daemon thread until ``stop``."""
+    """Calls ``tick`` every ``interval_s`` seconds (or at once after ``poke``) in a daemon
+    thread until ``stop``: slow ticks (a broker that is down) never hold up a request."""
 
     def __init__(self, tick: Callable[[], object], interval_s: float, name: str) -> None:
         self._stop = threading.Event()
+        self._wake = threading.Event()
 
         def loop() -> None:
-            while not self._stop.wait(interval_s):
+            while not self._stop.is_set():
+                self._wake.wait(interval_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 try:
                     tick()
                 except Exception:  # a database or broker blip: the next tick tries again
@@ -48,8 +54,12 @@ class Ticker:
         self._thread = threading.Thread(target=loop, name=name, daemon=True)
         self._thread.start()
 
+    def poke(self) -> None:
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
 
 
@@ -174,10 +184,7 @@ class BrokerCycleRunner:
         if self._closed:
             raise ConflictError("the server is shutting down: no new cycles")
         cycle_id = request_cycle(self.ws, learning, self.settings.cycles, trigger)
-        try:
-            self.tick()  # hand it to the broker now; if it is down, the ticker retries
-        except Exception:
-            log.warning("relaying cycle %s failed; it stays queued", cycle_id, exc_info=True)
+        self._ticker.poke()  # relay it now, off the request; a broker that is down is retried
         return cycle_id
 
     def close(self, timeout: float = 5.0) -> None:

@@ -128,8 +128,10 @@ class ModelRegistry:
             pip_requirements=["torch", "torchvision"],
         )
         self._ensure_registered()
+        # model_id names the logged model the source belongs to: a tracking server refuses
+        # a ``models:/`` source without it (the local store does not check).
         mv = self.client.create_model_version(
-            self.model_name, info.model_uri, run_id=info.run_id, tags=tags
+            self.model_name, info.model_uri, run_id=info.run_id, tags=tags, model_id=info.model_id
         )
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, mv.version)
         return self.get(str(mv.version))

@@ -64,3 +64,48 @@ def test_bad_references(registry: ModelRegistry) -> None:
     registry.promote(v1)
     with pytest.raises(InvalidInputError, match="already the champion"):
         registry.promote(v1)
+
+
+@pytest.mark.integration
+def test_against_a_real_tracking_server(tmp_path: Path) -> None:
+    """The distributed setting: an ``mlflow server`` process, artifacts served through it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.workers.conftest import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        registry = ModelRegistry(
+            f"http://127.0.0.1:{port}", "exp", "model", "mlflow-artifacts:/flywheel"
+        )
+        v1 = train_and_register(registry, 1.0)
+        registry.promote(v1, "first")
+        assert registry.champion().version == v1
+        assert registry.load().bias.tolist() == [1.0, 1.0]
+        assert any((tmp_path / "served").rglob("*")), "artifacts went through the server"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
