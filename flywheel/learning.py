@@ -68,10 +68,13 @@ def train_ssl_backbone(
     if learning.ssl_epochs == 0:
         return None
     cfg = ssl_config(learning)
-    ids = sorted(data.labeled.ids + data.pool_ids)
-    key = hashlib.sha256(("\n".join(ids) + repr(cfg)).encode()).hexdigest()[:24]
-    images = np.concatenate([data.labeled.images, data.pool_images])
-    return train_ssl(images, cfg, cache_dir / key, progress)
+    ids = data.labeled.ids + data.pool_ids
+    # Sorted by id, not labeled-then-pool: labels are not used, so a sample that gets a
+    # label (feedback, review) must not change the input, or the checkpoint is unusable.
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    key = hashlib.sha256(("\n".join(ids[i] for i in order) + repr(cfg)).encode()).hexdigest()
+    images = np.concatenate([data.labeled.images, data.pool_images])[order]
+    return train_ssl(images, cfg, cache_dir / key[:24], progress)
 
 
 @dataclass
