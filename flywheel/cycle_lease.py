@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from flywheel.db.models import CycleLease, aware_utc
 from flywheel.db.session import Database
@@ -116,22 +117,26 @@ def hand_over(
     cycle_id: int | None = None,
     now: datetime | None = None,
     name: str = DEFAULT_NAME,
+    session: Session | None = None,
 ) -> bool:
     """Pass ``holder``'s lease to ``new_holder`` (e.g. from a request to the cycle it made);
-    ``False`` (and no change) if ``holder`` does not hold it."""
+    ``False`` (and no change) if ``holder`` does not hold it. With ``session`` the change
+    joins that open transaction and commits (or rolls back) with the caller's rows."""
     now = aware_utc(now)
-    with db.session() as session:
-        result = session.execute(
-            update(CycleLease)
-            .where(CycleLease.name == name, CycleLease.holder == holder)
-            .values(
-                holder=new_holder,
-                cycle_id=cycle_id,
-                expires_at=now + timedelta(seconds=_positive(ttl_s)),
-            )
-            .execution_options(synchronize_session=False)
+    statement = (
+        update(CycleLease)
+        .where(CycleLease.name == name, CycleLease.holder == holder)
+        .values(
+            holder=new_holder,
+            cycle_id=cycle_id,
+            expires_at=now + timedelta(seconds=_positive(ttl_s)),
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        .execution_options(synchronize_session=False)
+    )
+    if session is not None:
+        return session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+    with db.session() as own:
+        return own.execute(statement).rowcount == 1  # type: ignore[attr-defined]
 
 
 def release(db: Database, holder: str, name: str = DEFAULT_NAME) -> bool:

@@ -74,7 +74,12 @@ def request_cycle(
             s.flush()
             cycle_id = cycle.id
             enqueue(s, CYCLE_TOPIC, {"cycle_id": cycle_id}, dedupe_key=f"cycle:{cycle_id}")
-        hand_over(ws.db, temporary, cycle_holder(cycle_id), cycles.lease_s, cycle_id)
+            # In the same transaction: a worker handed the message finds the lease already
+            # the cycle's, and a request that stalled past lease_s (another holder took the
+            # lease over) leaves no queued cycle behind.
+            holder = cycle_holder(cycle_id)
+            if not hand_over(ws.db, temporary, holder, cycles.lease_s, cycle_id, session=s):
+                raise ConflictError(busy_message(ws.db))
     except BaseException:
         release(ws.db, temporary)
         raise

@@ -28,7 +28,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from flywheel.config import LearningSettings
 from flywheel.consensus import CONFLICT_REASON, resolve_feedback
@@ -380,6 +380,10 @@ def write_selection(
     with ws.db.session() as s:
         if summary is not None:
             # A second writer (a duplicate delivery racing this one) finds the marker.
+            if s.get_bind().dialect.name == "sqlite":
+                # FOR UPDATE means nothing to SQLite: take its single write lock before
+                # reading the marker, or both racers read "no selection" and both write.
+                s.execute(text("UPDATE cycles SET id = id WHERE 0 = 1"))
             cycle = s.get(Cycle, cycle_id, with_for_update=True)
             if cycle is not None and "selection" in (cycle.outputs or {}):
                 return dict(cycle.outputs["selection"]["labels_written"])
@@ -477,6 +481,9 @@ def run_train_step(
     if registered is not None:
         # The model was registered but the step died before recording it: judge it again
         # (deterministic) instead of training a duplicate.
+        if registered.run_id:
+            # Registering was the run's last act: a run the dead attempt left open is done.
+            registry.end_run(registered.run_id, "FINISHED")
         candidate, incumbent, gate = judge(registry.load(registered.version))
         metrics = cycle_metrics(candidate, incumbent)
         model_version = registered.version
