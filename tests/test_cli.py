@@ -103,6 +103,7 @@ def test_cycle_and_models_commands(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "promoted" in r.output
     r = cli("cycle", "status", "1")
     assert r.exit_code == 0 and "test_accuracy" in r.output and "gate" in r.output
+    assert "trigger  manual" in r.output
     assert cli("cycle", "status", "99").exit_code != 0
     r = cli("models", "list")
     assert r.exit_code == 0 and "champion" in r.output and "challenger" in r.output

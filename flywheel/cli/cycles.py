@@ -183,7 +183,11 @@ def cycle_status(ctx: typer.Context, cycle_id: int) -> None:
             raise NotFoundError(f"no cycle {cycle_id}")
     console.print(
         f"[bold]cycle {c.id}[/] {c.state} (step {c.step or '-'}, {100 * c.progress:.0f}%)"
+        + (f": {c.message}" if c.message else "")
     )
+    console.print(f"  trigger  {c.trigger or '-'}")
+    if c.worker:
+        console.print(f"  worker   {c.worker}")
     console.print(f"  dataset  {c.dataset_version_in or '-'} -> {c.dataset_version_out or '-'}")
     console.print(f"  mlflow   run {c.mlflow_run_id or '-'}")
     if c.error:
