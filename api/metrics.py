@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency per route, feedback, predictions, champion.
+"""Prometheus metrics: requests and latency per route, feedback, predictions, champion,
+and the outbox backlog.
 
 Each app gets its own registry, so several apps in one process (tests) do not collide.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,6 +57,11 @@ class Metrics:
             "flywheel_predictions",
             "Predictions served by model version",
             ["model_version"],
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "flywheel_outbox_pending",
+            "Messages (queued cycles) not yet handed to the broker: grows while it is down",
             registry=self.registry,
         )
         self.registry.register(_Champion(champion_version))

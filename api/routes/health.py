@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from api.auth import Context
 from api.schemas import Check, Health, Readiness
+from flywheel.outbox import pending
 
 router = APIRouter(tags=["health"])
 
@@ -71,4 +72,5 @@ def readyz(ctx: Context) -> JSONResponse:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(ctx: Context) -> Response:
     """Prometheus text exposition."""
+    ctx.metrics.outbox_pending.set(pending(ctx.ws.db))
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -64,6 +64,7 @@ def test_cycle_routes_refuse_bad_requests(client, keys, api_settings, api_worksp
         queued = other.get(r.headers["location"], headers=eng).json()
         assert queued["state"] == "queued"
         assert pending(other.app.state.ctx.ws.db) == 1
+        assert "flywheel_outbox_pending 1.0" in other.get("/metrics").text
         again = other.post("/v1/cycles", headers=eng)
         assert again.status_code == 409
         assert f"cycle {queued['id']}" in again.json()["error"]["message"]

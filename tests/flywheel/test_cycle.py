@@ -40,7 +40,14 @@ def test_two_cycles_end_to_end(tiny_settings: Settings) -> None:
     steps: list[str] = []
     first = run_cycle(ws, registry, tiny_settings.learning, lambda s, f, m: steps.append(s))
     in_order = [s for i, s in enumerate(steps) if i == 0 or steps[i - 1] != s]
-    assert in_order == ["embedding", "selecting", "versioning", "training", "evaluating", "promoted"]
+    assert in_order == [
+        "embedding",
+        "selecting",
+        "versioning",
+        "training",
+        "evaluating",
+        "promoted",
+    ]
     assert first.state == "promoted"  # no champion yet: the first model is promoted
     assert registry.champion().version == first.model_version
     assert 0.0 <= first.metrics["test_accuracy"] <= 1.0

@@ -116,6 +116,7 @@ def test_feedback_during_a_redis_outage_is_kept_and_reaches_the_next_cycle(
         assert cycle.trigger == "feedback"
         time.sleep(2 * dep.settings.cycles.relay_interval_s)  # relays fail meanwhile
         assert dep.cycle(2).state == "queued" and pending(dep.ws.db) == 1
+        assert "flywheel_outbox_pending 1.0" in api.get("/metrics").text
 
         broker = start_redis(port, redis_log)  # back, empty: the outbox still has the cycle
         done = dep.wait_cycle(2, timeout=240)
