@@ -14,6 +14,7 @@ from flywheel.cycle_steps import (
     PSEUDO_METHOD,
     CycleResult,
     Progress,
+    queued_cycle,
     run_consensus_step,
     run_finish_step,
     run_select_step,
@@ -21,7 +22,6 @@ from flywheel.cycle_steps import (
     update_cycle,
     write_selection,
 )
-from flywheel.db import Cycle
 from flywheel.db.models import CycleState
 from flywheel.registry import ModelRegistry
 from flywheel.workspace import Workspace
@@ -38,15 +38,9 @@ __all__ = [
 
 
 def start_cycle(ws: Workspace, learning: LearningSettings, trigger: str = "manual") -> int:
-    """A queued cycle; its steps read ``learning`` back from the row (its ``params``)."""
+    """A queued cycle, to run here; its id."""
     with ws.db.session() as s:
-        cycle = Cycle(
-            state=CycleState.QUEUED.value,
-            params=learning.model_dump(),
-            progress=0.0,
-            trigger=trigger,
-            outputs={},
-        )
+        cycle = queued_cycle(learning, trigger)
         s.add(cycle)
         s.flush()
         return cycle.id

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from flywheel.config import CycleSettings, LearningSettings
 from flywheel.cycle_guard import busy_message, fail_interrupted_cycles, holder_id, keep_alive
 from flywheel.cycle_lease import DEFAULT_NAME, acquire, current, hand_over, release
+from flywheel.cycle_steps import queued_cycle
 from flywheel.db import Cycle, Feedback
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError, FlywheelError
@@ -62,14 +63,7 @@ def request_cycle(
     try:
         fail_interrupted_cycles(ws.db)  # we hold the lease: no one else can be running one
         with ws.db.session() as s:
-            cycle = Cycle(
-                state=CycleState.QUEUED.value,
-                params=learning.model_dump(),
-                progress=0.0,
-                trigger=trigger,
-                outputs={},
-                message="waiting for a worker",
-            )
+            cycle = queued_cycle(learning, trigger, "waiting for a worker")
             s.add(cycle)
             s.flush()
             cycle_id = cycle.id

@@ -82,6 +82,18 @@ def load_cycle(ws: Workspace, cycle_id: int) -> Cycle:
     return cycle
 
 
+def queued_cycle(learning: LearningSettings, trigger: str, message: str | None = None) -> Cycle:
+    """A new cycle row; its steps read ``learning`` back from it (its ``params``)."""
+    return Cycle(
+        state=CycleState.QUEUED.value,
+        params=learning.model_dump(),
+        progress=0.0,
+        trigger=trigger,
+        outputs={},
+        message=message,
+    )
+
+
 def update_cycle(ws: Workspace, cycle_id: int, **fields: Any) -> None:
     with ws.db.session() as s:
         cycle = s.get(Cycle, cycle_id)
