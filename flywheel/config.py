@@ -97,6 +97,21 @@ class ApiSettings(BaseModel):
     run_cycles_in_process: bool = True
 
 
+class WebSettings(BaseModel):
+    """The web UI at ``/ui`` (review queue, label audit, dashboard): engineer keys only."""
+
+    # Signs session cookies. None: a random secret made once and kept in
+    # ``<data_dir>/.session_secret`` (mode 0600), so sessions survive a restart.
+    session_secret: str | None = None
+    session_hours: float = Field(default=12.0, gt=0.0)  # a login lasts this long
+    page_size: int = Field(default=20, gt=0, le=200)  # review items, issues, versions a page
+    # Thumbnails kept in memory (LRU, a few KB each); browsers also cache them privately.
+    thumbnail_cache_items: int = Field(default=4096, ge=0)
+    # Seconds the label audit, annotator statistics and drift check are reused before they
+    # are recomputed (a new cycle or champion recomputes them at once).
+    insight_cache_seconds: float = Field(default=300.0, ge=0.0)
+
+
 class ConsensusSettings(BaseModel):
     """Turning users' feedback into labels (Dawid-Skene over annotators)."""
 
@@ -128,6 +143,20 @@ class TriggerSettings(BaseModel):
     # Celery beat schedules: a crontab ("0 3 * * *" = nightly at 03:00) and/or an interval.
     schedule_cron: str | None = None
     schedule_interval_s: float | None = Field(default=None, gt=0.0)
+
+
+class DriftSettings(BaseModel):
+    """Drift watch: recent inputs against training inputs, in the champion's features."""
+
+    recent: int = Field(default=500, gt=0)  # newest predicted inputs compared (distinct)
+    reference: int = Field(default=2000, gt=0)  # random training inputs they are compared to
+    min_recent: int = Field(default=50, gt=1)  # fewer recent inputs: no verdict yet
+    # MMD² (Gaussian kernel, median bandwidth) above which a significant difference counts
+    # as drift: about the 99th percentile of MMD² between 50 unseen digits and the digits
+    # the champion trained on (0.0095, bench/bench_drift.py). A test alone would flag
+    # harmless shifts once there are many inputs; this is the size that matters.
+    mmd_threshold: float = Field(default=0.01, ge=0.0)
+    trigger_cycle: bool = False  # queue a cycle (trigger "drift") when drift is found
 
 
 class LearningSettings(BaseModel):
@@ -185,9 +214,11 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     learning: LearningSettings = LearningSettings()
     api: ApiSettings = ApiSettings()
+    web: WebSettings = WebSettings()
     consensus: ConsensusSettings = ConsensusSettings()
     cycles: CycleSettings = CycleSettings()
     triggers: TriggerSettings = TriggerSettings()
+    drift: DriftSettings = DriftSettings()
 
     @classmethod
     def settings_customise_sources(

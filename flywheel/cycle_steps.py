@@ -8,7 +8,8 @@ step that finds its output already there returns it without doing the work twice
 - ``select`` (GPU): SSL embedding, pseudo-label selection, labels written, a new dataset
   version; output ``dataset_version_out``. The labels and ``outputs["selection"]`` commit in
   one transaction, and the accepted labels are also kept as ``cycles/<id>/selection.npz``
-  in the store, so the next step trains on exactly what was selected.
+  in the store, so the next step trains on exactly what was selected. The chosen embedding
+  of every sample is kept as ``cycles/<id>/embeddings.npz`` (label audit, embedding map).
 - ``train`` (GPU): classifier trained, evaluated, gated and registered in MLflow; output the
   model version tagged with the cycle id, then ``outputs["train"]``.
 - ``finish`` (CPU): the gate's decision applied (promotion) and the final state.
@@ -35,7 +36,7 @@ from flywheel.consensus import CONFLICT_REASON, resolve_feedback
 from flywheel.cycle_data import CycleData, load_cycle_data
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.db.models import CycleState, LabelSource, ReviewState, utcnow
-from flywheel.embeddings import EmbeddingCache, choose_embedding
+from flywheel.embeddings import EmbeddingCache, EmbeddingChoice, choose_embedding
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.gate import GateConfig, GateDecision, decide_promotion
 from flywheel.learning import (
@@ -180,6 +181,61 @@ def load_selection(
     return accepted, labels, scores
 
 
+@dataclass(frozen=True)
+class EmbeddingSnapshot:
+    """A cycle's chosen embedding of every sample it saw (``cycles/<id>/embeddings.npz``)."""
+
+    ids: np.ndarray  # str (n,): labeled, then pool, then test sample ids
+    split: np.ndarray  # str (n,): "labeled" | "pool" | "test" (the cycle's view)
+    vectors: np.ndarray  # float32 (n, d), unit rows
+    name: str  # the embedding's name ("ssl" or "pca")
+    cycle_id: int
+
+
+EMBEDDINGS_ARTIFACT = "embeddings.npz"
+
+
+def save_embeddings(ws: Workspace, cycle_id: int, choice: EmbeddingChoice, data: CycleData) -> None:
+    parts = (
+        ("labeled", data.labeled.ids, choice.labeled),
+        ("pool", data.pool_ids, choice.pool),
+        ("test", data.test.ids, choice.test),
+    )
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        ids=np.array([sid for _, ids, _ in parts for sid in ids], dtype=str),
+        split=np.array([name for name, ids, _ in parts for _ in ids], dtype=str),
+        vectors=np.concatenate([v for _, _, v in parts]).astype(np.float32, copy=False),
+        name=np.array(choice.name),
+    )
+    fs, path = _artifact(ws, cycle_id, EMBEDDINGS_ARTIFACT)
+    write_atomic(fs, path, buf.getvalue())  # a retried step writes the same rows again
+
+
+def load_embeddings(ws: Workspace, cycle_id: int) -> EmbeddingSnapshot | None:
+    """The embeddings cycle ``cycle_id`` selected with; None if its select step never ran."""
+    fs, path = _artifact(ws, cycle_id, EMBEDDINGS_ARTIFACT)
+    try:
+        raw = read_bytes(fs, path)
+    except NotFoundError:
+        return None
+    with np.load(io.BytesIO(raw)) as f:
+        vectors = f["vectors"].astype(np.float32, copy=False)
+        return EmbeddingSnapshot(f["ids"], f["split"], vectors, str(f["name"]), cycle_id)
+
+
+def latest_embeddings(ws: Workspace) -> EmbeddingSnapshot | None:
+    """The newest cycle's embeddings artifact (cycles that never selected are skipped)."""
+    with ws.db.session() as s:
+        ids = s.scalars(select(Cycle.id).order_by(Cycle.id.desc())).all()
+    for cycle_id in ids:
+        snapshot = load_embeddings(ws, cycle_id)
+        if snapshot is not None:
+            return snapshot
+    return None
+
+
 def load_anchor_index(ws: Workspace, cycle_id: int) -> faiss.Index | None:
     fs, path = _artifact(ws, cycle_id, "anchors.faiss")
     try:
@@ -266,6 +322,7 @@ def _select_and_write(
         data.labeled.labels,
         EmbeddingCache(data_dir / "cache" / "embeddings"),
     )
+    save_embeddings(ws, cycle_id, choice, data)
 
     # Bootstrap: with no model yet, FixMatch on the pool does better than pseudo-labels
     # picked without a model's second opinion (bench/LEARNING_NOTES.md).

@@ -374,3 +374,41 @@ def test_steps_use_the_learning_settings_the_cycle_was_queued_with(ws, registry)
     # The first cycle bootstraps with FixMatch: it trained the queued 2 epochs, not 1.
     losses = registry.client.get_metric_history(cycle.mlflow_run_id, "train_loss")
     assert sorted(m.step for m in losses) == [1, 2]
+
+
+# --- 8. the select step keeps the chosen embedding -------------------------------------------
+def test_select_step_saves_the_chosen_embedding_of_every_sample(ws, registry) -> None:
+    from flywheel.cycle_data import load_cycle_data
+    from flywheel.cycle_steps import latest_embeddings, load_embeddings
+    from flywheel.embeddings import loo_knn_accuracy
+
+    ingest_digits(ws, N_DIGITS)
+    assert latest_embeddings(ws) is None
+    c1 = start_cycle(ws, ws.settings.learning)
+    assert load_embeddings(ws, c1) is None
+    run_consensus_step(ws, c1)
+    run_select_step(ws, registry, c1)
+    selection = load_cycle(ws, c1).outputs["selection"]
+
+    snap = load_embeddings(ws, c1)
+    assert snap is not None and snap.cycle_id == c1
+    assert snap.name == selection["embedding"]
+    data = load_cycle_data(ws.db, ws.blobs, None, 1)
+    assert snap.ids.tolist() == data.labeled.ids + data.pool_ids + data.test.ids
+    sizes = {
+        "labeled": len(data.labeled.ids),
+        "pool": len(data.pool_ids),
+        "test": len(data.test.ids),
+    }
+    assert {s: int((snap.split == s).sum()) for s in sizes} == sizes
+    assert snap.vectors.dtype == np.float32 and len(snap.vectors) == len(snap.ids)
+    np.testing.assert_allclose(np.linalg.norm(snap.vectors, axis=1), 1.0, atol=1e-5)
+    # The very vectors the cycle judged: their leave-one-out score is the recorded one.
+    labeled = snap.vectors[snap.split == "labeled"]
+    score = loo_knn_accuracy(labeled, data.labeled.labels)
+    assert score == pytest.approx(selection["embedding_scores"][snap.name])
+
+    # A newer cycle without a select step yet: the newest artifact is still cycle 1's.
+    c2 = start_cycle(ws, ws.settings.learning)
+    newest = latest_embeddings(ws)
+    assert newest is not None and newest.cycle_id == c1 and c2 > c1
