@@ -65,7 +65,7 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
         from workers.tasks import relay_and_trigger
 
         create_celery(settings)
-        ctx.cycles = BrokerCycleRunner(ws, relay_and_trigger)
+        ctx.cycles = BrokerCycleRunner(ws, registry, relay_and_trigger)
     elif api.run_cycles_in_process:
         ctx.cycles = CycleRunner(ws, registry, ctx.champion.invalidate)
     return ctx

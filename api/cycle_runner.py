@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 
@@ -63,6 +64,22 @@ class Ticker:
         self._thread.join(timeout)
 
 
+class Every:
+    """True from ``due()`` at most once per ``interval_s`` (never when not ``enabled``)."""
+
+    def __init__(self, interval_s: float, enabled: bool = True) -> None:
+        self.interval_s = interval_s
+        self.enabled = enabled
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
+
+
 class CycleRunner:
     """One cycle at a time, each in its own daemon thread."""
 
@@ -75,6 +92,8 @@ class CycleRunner:
     ) -> None:
         self.ws = ws
         self.settings = ws.settings
+        self.registry = registry
+        self._drift = Every(self.settings.drift.check_interval_s, self.settings.drift.trigger_cycle)
         self.on_promoted = on_promoted
         self._run: RunFn = run or (
             lambda cycle_id, learning: run_cycle(ws, registry, learning, cycle_id=cycle_id).state
@@ -87,12 +106,20 @@ class CycleRunner:
         self._ticker = Ticker(self.tick, self.settings.cycles.relay_interval_s, "cycle-trigger")
 
     def tick(self) -> None:
-        """The feedback trigger: enough new feedback starts a cycle here."""
-        if self.active() is None and feedback_trigger_due(
-            self.ws, self.settings.triggers.feedback_count
-        ):
+        """The triggers: enough new feedback, or drifted inputs, start a cycle here."""
+        if self.active() is not None:
+            return
+        trigger = None
+        if feedback_trigger_due(self.ws, self.settings.triggers.feedback_count):
+            trigger = "feedback"
+        elif self._drift.due():
+            from flywheel.drift import measure_drift
+
+            report = measure_drift(self.ws, self.registry, self.settings.drift)
+            trigger = "drift" if report is not None and report.drifted else None
+        if trigger is not None:
             with suppress(ConflictError):  # a cycle started elsewhere meanwhile
-                self.submit(self.settings.learning, trigger="feedback")
+                self.submit(self.settings.learning, trigger=trigger)
 
     def active(self) -> int | None:
         """The cycle queued or running in this process, if any."""
@@ -165,15 +192,22 @@ class BrokerCycleRunner:
     def __init__(
         self,
         ws: Workspace,
+        registry: ModelRegistry,
         relay_and_trigger: Callable[[Workspace, Settings], object],
     ) -> None:
         self.ws = ws
         self.settings = ws.settings
+        self.registry = registry
+        self._drift = Every(self.settings.drift.check_interval_s, self.settings.drift.trigger_cycle)
         self._relay_and_trigger = relay_and_trigger
         self._closed = False
         self._ticker = Ticker(self.tick, self.settings.cycles.relay_interval_s, "outbox-relay")
 
     def tick(self) -> None:
+        if self._drift.due():
+            from flywheel.drift import check_drift_and_trigger
+
+            check_drift_and_trigger(self.ws, self.registry, self.settings)
         self._relay_and_trigger(self.ws, self.settings)
 
     def active(self) -> int | None:

@@ -157,6 +157,8 @@ class DriftSettings(BaseModel):
     # harmless shifts once there are many inputs; this is the size that matters.
     mmd_threshold: float = Field(default=0.01, ge=0.0)
     trigger_cycle: bool = False  # queue a cycle (trigger "drift") when drift is found
+    # How often the API (and beat, with a broker) checks when trigger_cycle is on.
+    check_interval_s: float = Field(default=3600.0, gt=0.0)
 
 
 class LearningSettings(BaseModel):

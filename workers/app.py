@@ -30,12 +30,14 @@ TASK_ROUTES = {
     "workers.tasks.cycle_finish": {"queue": "cpu"},
     "workers.tasks.relay_outbox": {"queue": "cpu"},
     "workers.tasks.scheduled_cycle": {"queue": "cpu"},
+    "workers.tasks.watch_drift": {"queue": "cpu"},
 }
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery beat's entries: the outbox relay (with the feedback trigger) and, when
-    configured, scheduled cycles. Relays expire unrun: no backlog piles up without workers."""
+    configured, scheduled cycles and the drift watch. Relays expire unrun: no backlog piles
+    up without workers."""
     relay_every = settings.cycles.relay_interval_s
     entries: dict[str, dict[str, Any]] = {
         "relay-outbox": {
@@ -56,6 +58,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         entries["scheduled-cycle"] = {
             "task": "workers.tasks.scheduled_cycle",
             "schedule": crontab(minute, hour, day_of_week, day_of_month, month),
+        }
+    if settings.drift.trigger_cycle:
+        entries["drift-watch"] = {
+            "task": "workers.tasks.watch_drift",
+            "schedule": timedelta(seconds=settings.drift.check_interval_s),
         }
     if triggers.schedule_interval_s:
         entries["scheduled-cycle-interval"] = {

@@ -220,3 +220,20 @@ def scheduled_cycle(self: Task) -> dict[str, Any]:
         return {"cycle_id": None, "skipped": str(exc)}
     relay(ws.db, publish)
     return {"cycle_id": cycle_id}
+
+
+@shared_task(bind=True, name="workers.tasks.watch_drift")
+def watch_drift(self: Task) -> dict[str, Any]:
+    """Beat runs this every drift.check_interval_s: queue a cycle when inputs drifted."""
+    from flywheel.drift import check_drift_and_trigger
+
+    settings = _settings(self)
+    ws, registry = _open(settings)
+    report, cycle_id = check_drift_and_trigger(ws, registry, settings)
+    if cycle_id is not None:
+        relay(ws.db, publish)
+    return {
+        "drifted": report.drifted if report else None,
+        "mmd": report.mmd if report else None,
+        "cycle_id": cycle_id,
+    }

@@ -160,3 +160,57 @@ def test_a_cycle_running_in_another_process_is_a_conflict(client, keys, api_work
         assert "cli@elsewhere" in r.json()["error"]["message"]
     listed = client.get("/v1/cycles", headers=auth(keys.engineer)).json()
     assert listed["total"] == 0  # the refused request created no cycle
+
+
+def test_drift_starts_a_cycle_in_process(api_workspace, monkeypatch):
+    """The in-process runner's ticker: drifted inputs start a cycle (trigger "drift"), and
+    only when drift.trigger_cycle is on. The drift measurement itself is tested with real
+    data in tests/flywheel/test_drift.py; here it is pinned to "drifted"."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    import flywheel.drift
+    from flywheel.db import Cycle
+    from flywheel.drift import DriftReport
+    from flywheel.registry import ModelRegistry
+
+    checks: list[int] = []
+
+    def drifted(ws, registry, settings, seed=0):
+        checks.append(1)
+        return DriftReport(500, 2000, 0.2, 0.001, 1.5, True, 0.01, "1", datetime.now(UTC))
+
+    monkeypatch.setattr(flywheel.drift, "measure_drift", drifted)
+    started: list[int] = []
+
+    def run(cycle_id, learning):
+        started.append(cycle_id)
+        return "rejected"
+
+    def runner_for(trigger_cycle: bool) -> CycleRunner:
+        settings = api_workspace.settings.model_copy(
+            update={
+                "cycles": api_workspace.settings.cycles.model_copy(
+                    update={"relay_interval_s": 0.05}
+                ),
+                "drift": api_workspace.settings.drift.model_copy(
+                    update={"trigger_cycle": trigger_cycle, "check_interval_s": 0.05}
+                ),
+            }
+        )
+        ws = dataclasses.replace(api_workspace, settings=settings)
+        return CycleRunner(ws, ModelRegistry.from_settings(settings), lambda: None, run)
+
+    off = runner_for(False)
+    time.sleep(0.5)
+    off.close()
+    assert checks == [] and started == []  # off: never measured
+
+    on = runner_for(True)
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    on.close()
+    assert started, "drift did not start a cycle"
+    with api_workspace.db.session() as s:
+        assert s.get(Cycle, started[0]).trigger == "drift"

@@ -69,3 +69,23 @@ def test_a_real_worker_serves_both_queues_and_stops_cleanly(tmp_path: Path) -> N
         r.flushdb()
     assert proc.returncode == 0, out
     assert "ready" in out
+
+
+def test_beat_schedule_follows_the_settings(tmp_path: Path) -> None:
+    from workers.app import beat_schedule
+
+    plain = beat_schedule(Settings(data_dir=tmp_path))
+    assert set(plain) == {"relay-outbox"}  # the relay (and feedback trigger) only
+    full = beat_schedule(
+        Settings(
+            data_dir=tmp_path,
+            triggers={"schedule_cron": "0 3 * * *", "schedule_interval_s": 60},
+            drift={"trigger_cycle": True, "check_interval_s": 900},
+        )
+    )
+    assert set(full) == {"relay-outbox", "scheduled-cycle", "scheduled-cycle-interval",
+                         "drift-watch"}  # fmt: skip
+    assert full["drift-watch"]["schedule"].total_seconds() == 900
+    assert full["scheduled-cycle"]["task"] == "workers.tasks.scheduled_cycle"
+    with pytest.raises(Exception, match="5 fields"):
+        beat_schedule(Settings(data_dir=tmp_path, triggers={"schedule_cron": "nightly"}))
