@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import web
 from api.context import ApiContext, TTLCache
 from api.cycle_runner import BrokerCycleRunner, CycleRunner
 from api.errors import install_error_handlers
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         annotators,
     ):
         app.include_router(module.router)
+    web.install(app)  # the engineers' web UI at /ui
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

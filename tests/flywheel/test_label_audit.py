@@ -83,6 +83,7 @@ def test_a_class_is_never_emptied_and_argmax_agreement_is_not_an_issue() -> None
 
 def test_same_mask_as_cleanlab_on_random_problems() -> None:
     import cleanlab.filter as cleanlab  # a dev dependency: the reference implementation
+
     rng = np.random.default_rng(0)
     compared = 0
     for _ in range(200):
