@@ -5,7 +5,7 @@ the next dataset version); rejecting retracts a machine-made label (pseudo or fe
 so the sample is not trained on until someone labels it. A ``label_audit`` item proposes
 to change a label people made: rejecting it means "the label stands" and retracts nothing.
 
-Order: ``"newest"`` is the queue as it was filled (by id); ``"helpful"`` puts first what a
+Order: ``"queued"`` is the queue as it was filled (by id); ``"helpful"`` puts first what a
 reviewer's minute helps most (see :func:`helpful_order`).
 """
 
@@ -104,15 +104,15 @@ def list_review(
     label: str | None = None,
     limit: int = 50,
     offset: int = 0,
-    order: Literal["newest", "helpful"] = "newest",
+    order: Literal["queued", "helpful"] = "queued",
 ) -> ReviewPage:
     """One page of review items, optionally of one state and proposed label.
 
-    ``order="newest"``: as queued (by id, oldest first); ``"helpful"``: see
+    ``order="queued"``: as queued (by id, oldest first); ``"helpful"``: see
     :func:`helpful_order`, computed over all matching items, then paged.
     """
-    if order not in ("newest", "helpful"):
-        raise InvalidInputError(f"unknown order {order!r}: use newest or helpful")
+    if order not in ("queued", "helpful"):
+        raise InvalidInputError(f"unknown order {order!r}: use queued or helpful")
     query = select(ReviewItem)
     if state is not None:
         query = query.where(ReviewItem.state == state.value)
@@ -120,7 +120,7 @@ def list_review(
         query = query.where(ReviewItem.proposed_label == label)
     with db.session() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-        if order == "newest":
+        if order == "queued":
             rows = s.scalars(query.order_by(ReviewItem.id).limit(limit).offset(offset)).all()
             return ReviewPage([ReviewRecord.from_row(r) for r in rows], int(total), limit, offset)
         # Only the columns the order needs; evidence (neighbour lists, votes) only for audit

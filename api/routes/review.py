@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
@@ -40,9 +40,14 @@ def list_items(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    order: Annotated[
+        Literal["queued", "helpful"],
+        Query(description="queued: oldest first; helpful: most worth a reviewer's time first"),
+    ] = "queued",
 ) -> ReviewPage:
-    """Review items of one state (default open), oldest first, with the total count."""
-    page = list_review(ctx.ws.db, state, label, limit, offset)
+    """Review items of one state (default open) with the total count, oldest first or
+    most helpful first (conflicts and audit items, then the least certain, classes in turn)."""
+    page = list_review(ctx.ws.db, state, label, limit, offset, order)
     return ReviewPage(
         items=[review_out(r) for r in page.items],
         total=page.total,

@@ -57,6 +57,17 @@ def test_review_queue_lists_filters_and_pages(client, keys, api_workspace):
     assert client.get("/v1/review", headers=eng).json()["total"] == 3  # nothing was decided
 
 
+def test_review_queue_helpful_order_lets_classes_take_turns(client, keys, api_workspace):
+    ids, _ = _queue(api_workspace, ["3", "3", "5"])
+    eng = auth(keys.engineer)
+    queued = client.get("/v1/review", headers=eng).json()
+    assert [i["id"] for i in queued["items"]] == ids
+    helpful = client.get("/v1/review?order=helpful", headers=eng).json()
+    assert [i["id"] for i in helpful["items"]] == [ids[0], ids[2], ids[1]]
+    assert helpful["total"] == 3
+    assert client.get("/v1/review?order=random", headers=eng).status_code == 422
+
+
 def test_decisions_write_human_labels(client, keys, api_workspace):
     ids, samples = _queue(api_workspace, ["3", "5", "3"])
     eng = auth(keys.engineer)
