@@ -72,16 +72,18 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
     return ctx
 
 
-def tune_interpreter_for_serving() -> None:
+def tune_interpreter_for_serving(freeze_heap: bool) -> None:
     """Process-wide settings measured on the feedback benchmark (BENCHMARKS.md).
 
-    - ``gc.freeze()`` once start-up is done: torch, MLflow and pandas leave a large heap that
-      every full collection re-scanned, stop-the-world pauses of ~400 ms that were the p99.
+    - ``gc.freeze()`` once start-up is done (``api.freeze_heap``): torch, MLflow and pandas
+      leave a large heap that every full collection re-scanned, stop-the-world pauses of
+      ~400 ms that were the p99.
     - A 1 ms GIL switch interval (default 5 ms): the feedback writer thread gets the GIL
       back sooner while the event loop is busy, so group commits do not wait on it.
     """
-    gc.collect()
-    gc.freeze()
+    if freeze_heap:
+        gc.collect()
+        gc.freeze()
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
 
@@ -99,12 +101,13 @@ def create_app(settings: Settings) -> FastAPI:
         ctx = open_context(settings, metrics)
         holder["ctx"] = ctx
         app.state.ctx = ctx
-        tune_interpreter_for_serving()
+        tune_interpreter_for_serving(settings.api.freeze_heap)
         try:
             yield
         finally:
             ctx.close()
-            gc.unfreeze()  # an app stopped inside a longer-lived process (tests) frees its heap
+            if settings.api.freeze_heap:
+                gc.unfreeze()  # an app stopped inside a longer-lived process frees its heap
 
     app = FastAPI(
         title="Flywheel",

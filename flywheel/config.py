@@ -95,6 +95,11 @@ class ApiSettings(BaseModel):
     max_batch_items: int = Field(default=1000, gt=0)
     # With no broker, POST /v1/cycles runs the cycle in a thread of the API process.
     run_cycles_in_process: bool = True
+    # Collect, then freeze the heap once start-up is done (gc.freeze): full collections stop
+    # rescanning torch's and MLflow's objects, pauses that were the feedback p99
+    # (BENCHMARKS.md section 5). A process that starts many apps, like the test suite, turns
+    # it off: each start would pay a full collection of its ever larger heap.
+    freeze_heap: bool = True
 
 
 class WebSettings(BaseModel):

@@ -6,6 +6,7 @@ models (v1 champion, v2 challenger) is built once per session and copied per tes
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import threading
@@ -69,8 +70,9 @@ def api_settings_for(data_dir: Path, db_url: str, store: ModelStore, **api: obje
             "tracking_uri": f"sqlite:///{data_dir / 'mlflow.db'}",
             "artifact_location": store.artifacts,
         },
-        # Tests see revocations and promotions at once.
-        api={"auth_cache_seconds": 0, "champion_refresh_seconds": 0, **api},
+        # Tests see revocations and promotions at once. No heap freeze: every app start
+        # would pay a full collection of the suite's heap (it has its own test).
+        api={"auth_cache_seconds": 0, "champion_refresh_seconds": 0, "freeze_heap": False, **api},
     )
 
 
@@ -88,11 +90,15 @@ def api_workspace(api_settings: Settings) -> Iterator[Workspace]:
     ws.close()
 
 
+# Encoding the 1,797 PNGs once per session, not once per test (candidates are read-only).
+_digits = functools.cache(digits_candidates)
+
+
 def add_digits(ws: Workspace, n: int = 200) -> None:
     ingest_candidates(
         ws.db,
         ws.blobs,
-        digits_candidates()[:n],
+        _digits()[:n],
         "digits",
         ws.settings.ingest,
         SplitPlan(labels_per_class=3, test_fraction=0.2, seed=0),
