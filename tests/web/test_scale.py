@@ -1,10 +1,10 @@
-"""Pages stay fast on a large project: 100,000 pool samples, 50,000 labels and 5,000 open
-review items cost about what a nearly empty queue costs (paged queries, cached insights)."""
+"""Pages stay fast on a large project: with 100,000 pool samples, 50,000 labels and 5,000
+open review items a page runs the same SQL statements as on a nearly empty queue (paged
+queries, no per-row queries, cached insights). The seconds are measured in
+``bench/bench_ui_pages.py`` (BENCHMARKS.md), not here."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,18 +19,15 @@ POOL = 100_000
 LABELED = 50_000
 OPEN_ITEMS = 5_000
 CHUNK = 10_000
-# Each page at scale may cost this many times its cost on an almost empty queue. Reading
-# and rendering every row costs 100x and more. Measured: 1.1-4.5x, the most on SQLite's
-# review page, where the "helpful" order ranks the open queue's (id, reason, label, score)
-# columns in Python before paging (linear in open items, not in the pool).
-MAX_SLOWDOWN = 10.0
+PAGES = ("/ui/review", "/ui/review?label=3", "/ui/")
 
 
 def _fake_id(n: int) -> str:
     return f"{n:064x}"  # never a real sha256 of an image: these rows have no blob
 
 
-def _fill(ws: Workspace) -> None:
+def fill_large_project(ws: Workspace) -> None:
+    """Adds POOL pool samples (no blobs), LABELED pseudo-labels and OPEN_ITEMS review items."""
     samples = [
         {
             "id": _fake_id(i),
@@ -88,34 +85,23 @@ def _count_statements(client: TestClient) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-def _cost(client: TestClient, path: str) -> tuple[float, int]:
-    """(median seconds over 5 loads, SQL statements of one load), after a warm-up load."""
-    assert client.get(path).status_code == 200  # warm: caches filled, pages compiled
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        r = client.get(path)
-        times.append(time.perf_counter() - start)
-        assert r.status_code == 200
+def statements_of(client: TestClient, path: str) -> int:
+    """SQL statements one load of ``path`` runs, after a warm-up load (caches filled)."""
+    assert client.get(path).status_code == 200
     with _count_statements(client) as statements:
-        client.get(path)
-    return statistics.median(times), len(statements)
+        assert client.get(path).status_code == 200
+    return len(statements)
 
 
 def test_pages_cost_the_same_with_100k_samples(
     engineer_client: TestClient, web_workspace: Workspace
 ) -> None:
     queue_items(web_workspace, [str(i % 10) for i in range(20)])
-    paths = ["/ui/review", "/ui/review?label=3", "/ui/"]
-    small = {p: _cost(engineer_client, p) for p in paths}
+    small = {p: statements_of(engineer_client, p) for p in PAGES}
 
-    _fill(web_workspace)
+    fill_large_project(web_workspace)
     page = engineer_client.get("/ui/review")
     assert f"{OPEN_ITEMS + 20} open" in page.text
     assert page.text.count('class="detail"') == web_workspace.settings.web.page_size
-    large = {p: _cost(engineer_client, p) for p in paths}
-
-    for path in paths:
-        (t_small, n_small), (t_large, n_large) = small[path], large[path]
-        assert n_large == n_small, (path, n_small, n_large)  # no per-row queries
-        assert t_large <= MAX_SLOWDOWN * t_small, (path, t_small, t_large)
+    large = {p: statements_of(engineer_client, p) for p in PAGES}
+    assert large == small  # the same statements: nothing is read row by row
