@@ -123,6 +123,13 @@ class Deployment:
             self.wait_ready(worker)
         return worker
 
+    def start_workers(self, *names: str, queues: str = "cpu,gpu") -> list[Worker]:
+        """Start several workers at once (their imports overlap), then wait for each."""
+        workers = [self.start_worker(name, queues, wait=False) for name in names]
+        for worker in workers:
+            self.wait_ready(worker)
+        return workers
+
     def wait_ready(self, worker: Worker, timeout: float = 120) -> None:
         def ready() -> bool:
             if worker.proc.poll() is not None:

@@ -29,8 +29,10 @@ def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager
     """Same data and seed: the chain on a CPU and a GPU worker gives the eager results, and
     each step ran on the queue it is routed to."""
     dep = make_deployment("broker", broker_url=BROKER_A)
-    cpu = dep.start_worker("cpu", queues="cpu")
-    gpu = dep.start_worker("gpu", queues="gpu")
+    cpu = dep.start_worker("cpu", queues="cpu", wait=False)
+    gpu = dep.start_worker("gpu", queues="gpu", wait=False)
+    dep.wait_ready(cpu)
+    dep.wait_ready(gpu)
     out = dep.cli("cycle", "run", "-n", "2", "--wait")
     assert out.returncode == 0, out.stderr
     assert "promoted v1" in out.stdout
@@ -42,17 +44,25 @@ def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager
 
 
 def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment, eager_reference):
-    """SIGKILL the worker (main process and pool) in the middle of training: its task is
-    redelivered to the other worker, the cycle completes, and its dataset version, labels
-    and model equal an uninterrupted run's, with no label or model version twice."""
+    """Two requests at once run one cycle. Then SIGKILL the worker (main process and pool)
+    in the middle of training: its task is redelivered to the other worker, the cycle
+    completes, and its dataset version, labels and model equal an uninterrupted run's, with
+    no label or model version twice."""
     with postgres_schema_url() as url:
         dep = make_deployment("kill", database_url=url, broker_url=BROKER_A)
-        a, b = dep.start_worker("a"), dep.start_worker("b")
-        first = dep.cli("cycle", "run", "--wait")
-        assert first.returncode == 0, first.stderr
+        a, b = dep.start_workers("a", "b")
+        # Two requests at once, two idle workers that could run both: exactly one cycle is
+        # queued and runs; the other request is refused, naming it.
+        runs = [dep.root / f"run-{n}.log" for n in (1, 2)]
+        codes = [p.wait(240) for p in [dep.popen("cycle", "run", "--wait", log=r) for r in runs]]
+        logs = [r.read_text() for r in runs]
+        assert sorted(codes) == [0, 1], logs
+        assert "one cycle at a time" in logs[codes.index(1)], logs
+        assert a.received("cycle_select") + b.received("cycle_select") == 1
 
         queued = dep.cli("cycle", "run", "--no-wait")
         assert queued.returncode == 0 and "queued cycle 2" in queued.stdout
+        assert dep.cycle(2).created_at >= dep.cycle(1).updated_at  # after cycle 1 ended
 
         def training() -> str | None:
             c = dep.cycle(2)
@@ -93,9 +103,10 @@ def test_a_permanent_error_fails_the_cycle_once(make_deployment):
     """Images without labels: the select step cannot work. The cycle fails with the reason,
     the step is not retried, the chain stops, and the lock is free for the next cycle."""
     dep = make_deployment("broken", broker_url=BROKER_A, ingest=False)
+    worker = dep.start_worker("w", wait=False)
     out = dep.cli("ingest", "digits", "--labels-per-class", "0", "--test-fraction", "0")
     assert out.returncode == 0, out.stderr
-    worker = dep.start_worker("w")
+    dep.wait_ready(worker)
     run = dep.cli("cycle", "run", "--wait")
     assert run.returncode == 1
     assert "at least two classes" in run.stderr

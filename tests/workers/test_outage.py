@@ -52,12 +52,14 @@ def test_feedback_during_a_redis_outage_is_kept_and_reaches_the_next_cycle(
         dep = make_deployment(
             "outage", broker_url=f"redis://127.0.0.1:{port}/0", triggers={"feedback_count": 60}
         )
-        worker = dep.start_worker("w")
-        assert dep.cli("cycle", "run", "--wait").returncode == 0  # a champion to predict with
-        key = dep.cli("keys", "create", "--role", "app", "--tenant", "shop")
-        assert key.returncode == 0, key.stderr
+        # The worker and the API start while the key is made (their imports overlap).
+        worker = dep.start_worker("w", wait=False)
         api_port = free_port()
         dep.popen("serve", "--port", str(api_port), log=dep.root / "api.log")
+        key = dep.cli("keys", "create", "--role", "app", "--tenant", "shop")
+        assert key.returncode == 0, key.stderr
+        dep.wait_ready(worker)
+        assert dep.cli("cycle", "run", "--wait").returncode == 0  # a champion to predict with
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{api_port}",
             headers={"Authorization": f"Bearer {key.stdout.strip()}"},
