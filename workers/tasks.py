@@ -135,7 +135,12 @@ def _give_up(ws: Workspace, cycle_id: int, exc: BaseException) -> None:
 
 def _step_task(step: str) -> Callable[[StepFn], Task]:
     def register(fn: StepFn) -> Task:
-        @shared_task(bind=True, name=f"workers.tasks.cycle_{step}", max_retries=None)
+        # ignore_result: a cycle's state lives in the cycles table. Storing results would also
+        # make every publish subscribe to the result backend first, and while Redis is down
+        # that subscription retries for ~20 s inside the outbox relay.
+        @shared_task(
+            bind=True, name=f"workers.tasks.cycle_{step}", max_retries=None, ignore_result=True
+        )
         def task(self: Task, cycle_id: int) -> Any:
             return _run_step(self, step, cycle_id, fn)
 
