@@ -52,7 +52,7 @@ def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment
         dep = make_deployment("kill", database_url=url, broker_url=BROKER_A)
         a, b = dep.start_workers("a", "b")
         # Two requests at once, two idle workers that could run both: exactly one cycle is
-        # queued and runs; the other request is refused, naming it.
+        # queued and runs; the other request is refused.
         runs = [dep.root / f"run-{n}.log" for n in (1, 2)]
         codes = [p.wait(240) for p in [dep.popen("cycle", "run", "--wait", log=r) for r in runs]]
         logs = [r.read_text() for r in runs]
