@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import sys
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,5 +20,4 @@ def test_start_up_heap_is_frozen_while_serving(api_settings: Settings, freeze: b
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
         assert (gc.get_freeze_count() > 0) is freeze
-        assert sys.getswitchinterval() <= 0.001
     assert gc.get_freeze_count() == 0  # stopped: the heap is collectable again
