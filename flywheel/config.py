@@ -72,8 +72,25 @@ class IngestSettings(BaseModel):
     # Decompression-bomb guard: refuse images larger than this before decoding them.
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     allowed_formats: list[str] = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]
-    # URI schemes a manifest may point at (local paths are always allowed).
+    # URI schemes a manifest on the server's own disk may point at (local paths are always
+    # allowed there). Remote URIs sent over HTTP must also lie under ``uri_roots``.
     uri_schemes: list[str] = ["s3", "gs", "gcs", "abfs", "az", "hdfs", "memory"]
+    # Source roots that URIs registered over HTTP (POST /v1/samples/uris) must lie under,
+    # e.g. ["s3://bucket/prefix"]. Empty: no remote URI is accepted over HTTP.
+    uri_roots: list[str] = []
+    # Whether app keys may register URIs at all (engineer keys always may, under uri_roots).
+    app_keys_may_register_uris: bool = False
+    # Remote reads: seconds to connect and to wait for data, and attempts per object. A
+    # read that is still going after ``remote_total_timeout_s`` is abandoned.
+    remote_connect_timeout_s: float = Field(default=5.0, gt=0.0)
+    remote_read_timeout_s: float = Field(default=15.0, gt=0.0)
+    remote_attempts: int = Field(default=2, ge=1, le=10)
+    remote_total_timeout_s: float = Field(default=60.0, gt=0.0)
+    # Remote reads for HTTP registrations run on this many threads, never on the threads
+    # that serve predict, feedback and health; registrations past ``remote_queue`` waiting
+    # get 503 instead of queueing without bound.
+    remote_threads: int = Field(default=4, ge=1, le=64)
+    remote_queue: int = Field(default=64, ge=1)
     # Samples written per transaction: bounds memory and the work lost to a crash.
     batch_size: int = Field(default=512, gt=0)
 
@@ -169,8 +186,14 @@ class DriftSettings(BaseModel):
 class LearningSettings(BaseModel):
     """One cycle's learning choices. Defaults suit the built-in digits set on 2 CPU cores."""
 
-    # Images are decoded to this square size (None: all images must share one size).
-    image_size: int | None = None
+    # Images are brought to this square size whenever they are read for learning or
+    # serving. None: the most common size among the project's samples (recorded with the
+    # cycle and the model, so serving uses the size the model was trained at).
+    image_size: int | None = Field(default=None, gt=0, le=1024)
+    # How an image of another shape reaches that size: "stretch" (resize both sides),
+    # "crop" (scale the short side, then centre-crop) or "pad" (scale the long side, then
+    # pad with black to a square, keeping the aspect ratio).
+    resize: Literal["stretch", "crop", "pad"] = "stretch"
     channels: Literal[1, 3] = 1
     # Augmentation family: "digits" (small shifts/rotations, no flips) or "natural" (flips,
     # crops, colour). Flips help textures and hurt digits.

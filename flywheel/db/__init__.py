@@ -11,8 +11,10 @@ from flywheel.db.models import (
     Label,
     OutboxMessage,
     Prediction,
+    Quarantine,
     ReviewItem,
     Sample,
+    SampleAccess,
 )
 from flywheel.db.session import Database, open_database
 
@@ -28,7 +30,9 @@ __all__ = [
     "Label",
     "OutboxMessage",
     "Prediction",
+    "Quarantine",
     "ReviewItem",
     "Sample",
+    "SampleAccess",
     "open_database",
 ]

@@ -294,3 +294,32 @@ class CycleLease(Base):
     cycle_id: Mapped[int | None] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(TZDateTime())
+
+
+class SampleAccess(Base):
+    """Which tenants may see a sample: those that uploaded, registered or predicted on it.
+
+    Samples are content-addressed, so two tenants sending the same bytes share one sample
+    row; each gets its own access row. Engineers see every sample.
+    """
+
+    __tablename__ = "sample_access"
+
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class Quarantine(Base):
+    """A sample a cycle could not use (undecodable bytes, vanished blob), and why.
+
+    Cycles skip quarantined samples; releasing one (deleting its row) lets the next cycle
+    try it again.
+    """
+
+    __tablename__ = "quarantine"
+
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    cycle_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
