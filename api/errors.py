@@ -17,6 +17,7 @@ from starlette.routing import Match
 
 from flywheel.api_keys import AuthenticationError
 from flywheel.errors import (
+    BusyError,
     ConflictError,
     FlywheelError,
     ForbiddenError,
@@ -48,6 +49,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (ForbiddenError, 403, "forbidden"),
     (ConflictError, 409, "conflict"),
+    (BusyError, 503, "busy"),
     (NoModelError, 409, "no_model"),
     (InvalidInputError, 422, "invalid_input"),
     (IntegrityError, 409, "integrity"),
@@ -103,7 +105,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FlywheelError)
     async def flywheel_error(_: Request, exc: FlywheelError) -> JSONResponse:
         status, code = status_for(exc)
-        return error_response(status, code, str(exc))
+        # A busy service says when to come back, so well-behaved clients back off.
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, code, str(exc), headers=headers)
 
     @app.exception_handler(AuthenticationError)
     async def auth_error(_: Request, exc: AuthenticationError) -> JSONResponse:

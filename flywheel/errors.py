@@ -30,3 +30,7 @@ class ConflictError(FlywheelError):
 
 class UnsupportedMediaError(InvalidInputError):
     """Bytes that are not an image of an allowed format at all (not merely corrupt)."""
+
+
+class BusyError(FlywheelError):
+    """Capacity for this kind of work is used up for now: retry later (nothing was done)."""

@@ -1,0 +1,177 @@
+"""Reading remote objects with bounded time, bounded threads and nothing echoed back.
+
+Every read has a connect timeout, a read timeout and a retry budget given to the storage
+client itself, and runs on a small pool of daemon threads with a bounded queue. A black-hole
+endpoint can therefore hold at most ``remote_threads`` threads for at most one read's budget,
+never a thread that serves predict, feedback or health, and never the process's exit.
+Failures come back as short generic reasons; the client library's own text (hosts, ports,
+account ids) goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import timedelta
+
+import pyarrow.fs as pafs
+
+from flywheel.config import IngestSettings
+from flywheel.errors import BusyError, InvalidInputError, NotFoundError
+from flywheel.remote_sources import RemoteObject, SourceRoot
+
+log = logging.getLogger(__name__)
+
+
+class ReadFailed(InvalidInputError):
+    """One object could not be read; the message is safe to show to the client."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def open_root_filesystem(root: SourceRoot, settings: IngestSettings) -> pafs.FileSystem:
+    """The filesystem for ``root``, built from settings only, with the read budget applied."""
+    opts = root.options
+    if root.scheme == "s3":
+        return pafs.S3FileSystem(
+            anonymous=_flag(opts.get("anonymous")),
+            region=opts.get("region"),
+            endpoint_override=opts.get("endpoint_override"),
+            scheme=opts.get("scheme"),
+            force_virtual_addressing=_flag(opts.get("force_virtual_addressing")),
+            connect_timeout=settings.remote_connect_timeout_s,
+            request_timeout=settings.remote_read_timeout_s,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=settings.remote_attempts),
+        )
+    if root.scheme in ("gs", "gcs"):
+        # GCS's client retries for 15 minutes by default: that froze request threads.
+        return pafs.GcsFileSystem(
+            anonymous=_flag(opts.get("anonymous")),
+            endpoint_override=opts.get("endpoint_override"),
+            scheme=opts.get("scheme"),
+            retry_time_limit=timedelta(seconds=settings.remote_total_timeout_s),
+        )
+    import fsspec
+
+    try:  # other fsspec protocols: the protocol's defaults, nothing from the URI
+        fs = fsspec.filesystem(root.scheme)
+    except (ValueError, ImportError) as exc:
+        raise InvalidInputError(f"no filesystem for scheme {root.scheme!r}: {exc}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+class RemoteReader:
+    """Reads ``RemoteObject``s on ``settings.remote_threads`` daemon threads.
+
+    ``submit`` refuses (BusyError) rather than queue more than ``settings.remote_queue``
+    reads; the threads start on first use, so processes that never read remotely have none.
+    """
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self._filesystems: dict[SourceRoot, pafs.FileSystem] = {}
+        self._jobs: queue.SimpleQueue[tuple[Future[bytes], RemoteObject] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._pending = 0  # queued or running
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def pending(self) -> int:
+        """Reads queued or running now (exported as a metric)."""
+        return self._pending
+
+    def _filesystem(self, root: SourceRoot) -> pafs.FileSystem:
+        with self._lock:
+            fs = self._filesystems.get(root)
+            if fs is None:
+                fs = self._filesystems[root] = open_root_filesystem(root, self.settings)
+            return fs
+
+    def read(self, obj: RemoteObject) -> bytes:
+        """One object's bytes, on the calling thread; ReadFailed with a safe reason."""
+        limit = self.settings.max_image_bytes
+        try:
+            fs = self._filesystem(obj.root)
+            path = f"{obj.bucket}/{obj.key}"
+            info = fs.get_file_info(path)
+            if info.type != pafs.FileType.File:
+                raise NotFoundError("not found")
+            if info.size is not None and info.size > limit:  # refused before it is fetched
+                raise ReadFailed(f"object is {info.size} bytes, over the {limit}-byte limit")
+            with fs.open_input_stream(path) as f:
+                data = f.read(limit + 1)
+        except (ReadFailed, NotFoundError):
+            raise
+        except FileNotFoundError:
+            raise NotFoundError("not found") from None
+        except Exception as exc:  # the client's text names hosts and accounts: log it only
+            log.warning("remote read of %s failed: %s", obj.uri, exc)
+            reason = "timed out" if "timeout" in str(exc).lower() else "could not be read"
+            raise ReadFailed(reason) from None
+        if len(data) > limit:
+            raise ReadFailed(f"object is over the {limit}-byte limit")
+        return data
+
+    def submit(self, objects: Sequence[RemoteObject]) -> list[Future[bytes]]:
+        """Queue reads of ``objects`` (all or none); BusyError if the queue is full."""
+        with self._lock:
+            if self._pending + len(objects) > self.settings.remote_queue:
+                raise BusyError(f"{self._pending} remote reads are in progress; try again shortly")
+            self._pending += len(objects)
+            self._start_threads()
+        futures: list[Future[bytes]] = []
+        for obj in objects:
+            future: Future[bytes] = Future()
+            futures.append(future)
+            self._jobs.put((future, obj))
+        return futures
+
+    def _start_threads(self) -> None:
+        while len(self._threads) < self.settings.remote_threads:
+            t = threading.Thread(
+                target=self._work, name=f"remote-read-{len(self._threads)}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, obj = job
+            try:
+                if future.set_running_or_notify_cancel():  # skipped if its caller gave up
+                    try:
+                        future.set_result(self.read(obj))
+                    except Exception as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def read_all(self, objects: Sequence[RemoteObject]) -> list[bytes | Exception]:
+        """Blocking form for the CLI: each object's bytes or its failure, in order."""
+        futures = self.submit(objects)
+        out: list[bytes | Exception] = []
+        end = time.monotonic() + self.settings.remote_total_timeout_s
+        for future in futures:
+            try:
+                out.append(future.result(timeout=max(0.0, end - time.monotonic())))
+            except TimeoutError:
+                future.cancel()
+                out.append(ReadFailed("timed out"))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def close(self) -> None:
+        """Let idle threads end; a thread stuck in a read is a daemon and ends with it."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads.clear()
