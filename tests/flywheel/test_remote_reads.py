@@ -38,7 +38,7 @@ def test_reads_objects_under_a_root(s3: S3Server) -> None:
     s3.put("bkt", "imgs/big.png", b"x" * 2000)
     policy, reader = _reader(s3.root("bkt", "imgs"), max_image_bytes=1000)
     assert reader.read(policy.check("s3://bkt/imgs/a.png")) == b"\x89PNG bytes"
-    with pytest.raises(NotFoundError, match="^not found$"):
+    with pytest.raises(NotFoundError, match=r"^not found$"):
         reader.read(policy.check("s3://bkt/imgs/missing.png"))
     with pytest.raises(ReadFailed, match="over the 1000-byte limit"):  # refused before GET
         reader.read(policy.check("s3://bkt/imgs/big.png"))
