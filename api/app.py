@@ -28,6 +28,7 @@ from api.routes import (
     health,
     models,
     predict,
+    quarantine,
     review,
     samples,
 )
@@ -35,6 +36,8 @@ from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.feedback import FeedbackWriter
 from flywheel.registry import ModelRegistry
+from flywheel.remote_reads import RemoteReader
+from flywheel.remote_sources import RemoteSourcePolicy
 from flywheel.serving import ChampionCache
 from flywheel.workspace import open_workspace
 
@@ -58,6 +61,8 @@ def open_context(settings: Settings, metrics: Metrics) -> ApiContext:
         auth_cache=TTLCache(api.auth_cache_seconds),
         labels_cache=TTLCache(api.auth_cache_seconds, refresh_in_background=True),
         metrics=metrics,
+        remote_policy=RemoteSourcePolicy(settings.ingest.uri_roots, settings.ingest.uri_schemes),
+        remote_reader=RemoteReader(settings.ingest),
     )
     ctx.writer = FeedbackWriter(ws.db, ctx.labels, api.max_batch_items)
     if settings.broker.url is not None:
@@ -126,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
         models,
         review,
         annotators,
+        quarantine,
     ):
         app.include_router(module.router)
     web.install(app)  # the engineers' web UI at /ui

@@ -14,6 +14,8 @@ from flywheel.api_keys import AuthenticationError, KeyInfo, authenticate
 from flywheel.config import Settings
 from flywheel.feedback import FeedbackWriter
 from flywheel.registry import ModelRegistry
+from flywheel.remote_reads import RemoteReader
+from flywheel.remote_sources import RemoteSourcePolicy
 from flywheel.review import label_set
 from flywheel.serving import ChampionCache
 from flywheel.workspace import Workspace
@@ -35,7 +37,9 @@ class TTLCache:
         refresh_in_background: bool = False,
     ) -> None:
         self.seconds = seconds
-        self.refresh_in_background = refresh_in_background
+        # A zero lifetime caches nothing: refreshing in the background would serve each caller
+        # the previous caller's value and leave a thread querying after its request ended.
+        self.refresh_in_background = refresh_in_background and seconds > 0
         self._clock = clock
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, object]] = {}
@@ -97,6 +101,8 @@ class ApiContext:
     auth_cache: TTLCache
     labels_cache: TTLCache
     metrics: Metrics
+    remote_policy: RemoteSourcePolicy  # which URIs clients may register
+    remote_reader: RemoteReader  # reads them off the request threads, with timeouts
     cycles: CycleRunner | BrokerCycleRunner | None = None  # None: cycles are off here
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -133,4 +139,5 @@ class ApiContext:
         if self.cycles is not None:  # before the workspace closes under a running cycle
             self.cycles.close()
         self.writer.close()
+        self.remote_reader.close()
         self.ws.close()

@@ -28,6 +28,7 @@ from flywheel.errors import (
 )
 from flywheel.feedback import IdempotencyMismatchError
 from flywheel.serving import NoModelError
+from flywheel.text import UNSAFE_CHARS
 
 log = logging.getLogger("flywheel.api")
 
@@ -101,6 +102,14 @@ def status_for(exc: Exception) -> tuple[int, str]:
     return 500, "internal"
 
 
+def _message(error: dict) -> str:
+    # Say what the text-safety rule refuses instead of quoting its long character class.
+    pattern = str((error.get("ctx") or {}).get("pattern", ""))
+    if error.get("type") == "string_pattern_mismatch" and UNSAFE_CHARS in pattern:
+        return "must not contain control characters or invisible formatting characters"
+    return str(error.get("msg", ""))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FlywheelError)
     async def flywheel_error(_: Request, exc: FlywheelError) -> JSONResponse:
@@ -116,7 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type")}
             for e in exc.errors()
         ]
         return error_response(422, "invalid_request", "the request is malformed", details)

@@ -64,6 +64,11 @@ class Metrics:
             "Messages (queued cycles) not yet handed to the broker: grows while it is down",
             registry=self.registry,
         )
+        self.remote_reads_pending = Gauge(
+            "flywheel_remote_reads_pending",
+            "Remote reads for URI registrations queued or running (bounded by ingest.remote_queue)",
+            registry=self.registry,
+        )
         self.registry.register(_Champion(champion_version))
 
     def render(self) -> bytes:

@@ -8,16 +8,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.db.models import FeedbackKind
+from flywheel.text import SAFE_TEXT_PATTERN
 
-# PostgreSQL text cannot hold NUL bytes: refuse them at the edge with a 422.
-NO_NUL = r"^[^\x00]*$"
+# Every id, label, name or key a client sends (bodies, queries, forms, headers) follows this
+# one rule: no control characters nor the invisible ones that reorder text (flywheel/text.py),
+# which terminals and pages would act on; PostgreSQL's text cannot hold NUL either. A 422.
+SAFE_TEXT = SAFE_TEXT_PATTERN
 UserId = Field(
     min_length=1,
     max_length=200,
-    pattern=NO_NUL,
+    pattern=SAFE_TEXT,
     description="The end user who gave the feedback",
 )
-LabelField = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
+LabelField = Field(default=None, min_length=1, max_length=200, pattern=SAFE_TEXT)
 
 
 class Strict(BaseModel):
@@ -40,7 +43,7 @@ class PredictionOut(BaseModel):
 
 
 class FeedbackIn(Strict):
-    prediction_id: str = Field(min_length=1, max_length=36, pattern=NO_NUL)
+    prediction_id: str = Field(min_length=1, max_length=36, pattern=SAFE_TEXT)
     kind: FeedbackKind
     label: str | None = LabelField
     user_id: str = UserId
@@ -61,7 +64,7 @@ class FeedbackBatchItem(FeedbackIn):
         default=None,
         min_length=1,
         max_length=128,
-        pattern=NO_NUL,
+        pattern=SAFE_TEXT,
         description="Per item; defaults to '<Idempotency-Key header>/<index>' when the "
         "header is sent",
     )

@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import NO_NUL
+from api.schemas import SAFE_TEXT
 from flywheel.config import LearningSettings
 from flywheel.db.models import Split
+from flywheel.text import UNSAFE_CHARS
 
 
 def json_safe(value: Any) -> Any:
@@ -36,14 +37,14 @@ class SampleUri(Strict):
     uri: str = Field(
         min_length=1,
         max_length=2000,
-        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^\x00]+$",
+        pattern=rf"^[A-Za-z][A-Za-z0-9+.-]*://[^{UNSAFE_CHARS}]+$",
         description="A blob URI of an allowed scheme (s3://...)",
     )
     label: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
-        pattern=NO_NUL,
+        pattern=SAFE_TEXT,
         description="Engineer keys only: a seed label (the sample goes to train unless split "
         "says otherwise)",
     )
@@ -184,7 +185,7 @@ class ModelList(BaseModel):
 
 
 class PromoteIn(Strict):
-    reason: str | None = Field(default=None, min_length=1, max_length=500, pattern=NO_NUL)
+    reason: str | None = Field(default=None, min_length=1, max_length=500, pattern=SAFE_TEXT)
 
 
 # --- review ----------------------------------------------------------------------------
@@ -218,14 +219,14 @@ class ReviewDecisionIn(Strict):
         default=None,
         min_length=1,
         max_length=200,
-        pattern=NO_NUL,
+        pattern=SAFE_TEXT,
         description="Accept only: the label to record (default: the proposed one)",
     )
     reviewer: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
-        pattern=NO_NUL,
+        pattern=SAFE_TEXT,
         description="Default: the API key's name",
     )
 
@@ -255,3 +256,20 @@ class AnnotatorReportOut(BaseModel):
     items_multi_rated: int
     samples: int
     votes: int
+
+
+# --- quarantine ----------------------------------------------------------------------------
+
+
+class QuarantinedOut(BaseModel):
+    sample_id: str
+    reason: str = Field(description="Why a cycle could not use it: missing, corrupt, undecodable")
+    cycle_id: int | None = Field(description="The cycle that found it")
+    created_at: datetime
+
+
+class QuarantinePage(BaseModel):
+    items: list[QuarantinedOut]
+    total: int
+    limit: int
+    offset: int

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from flywheel.db import ApiKey, Database
 from flywheel.db.models import Role, utcnow
 from flywheel.errors import InvalidInputError, NotFoundError
+from flywheel.text import is_safe_text
 
 PREFIX = "fw"
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -56,8 +57,10 @@ def create_key(db: Database, role: str, tenant: str, name: str = "") -> tuple[Ke
         role_ = Role(role)
     except ValueError:
         raise InvalidInputError(f"unknown role {role!r}: use app or engineer") from None
-    if not TENANT_PATTERN.match(tenant):
+    if not TENANT_PATTERN.fullmatch(tenant):  # fullmatch: "$" alone lets "shop\n" through
         raise InvalidInputError(f"tenant {tenant!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if not is_safe_text(name):
+        raise InvalidInputError(f"key name {name!r} has control or invisible characters")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(

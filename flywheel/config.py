@@ -8,12 +8,14 @@ by ``--config`` or ``FLYWHEEL_CONFIG``, then the embedded defaults below, which
 
 from __future__ import annotations
 
+import contextlib
 import os
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +26,55 @@ from pydantic_settings import (
 from flywheel.errors import InvalidInputError
 
 CONFIG_ENV_VAR = "FLYWHEEL_CONFIG"
+ENV_PREFIX = "FLYWHEEL_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class SettingsError(InvalidInputError):
+    """Settings that do not validate: one line per bad key in ``problems``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _is_int_literal(annotation: Any) -> bool:
+    """Whether ``annotation`` is a Literal of integers (``Literal[1, 3]``), maybe or None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_is_int_literal(a) for a in members)
+    return get_origin(annotation) is Literal and all(type(a) is int for a in get_args(annotation))
+
+
+def numbers_from_text(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with numeric strings made integers where ``model`` (or a section nested in
+    it) has an integer Literal field: environment values are text, and pydantic matches a
+    Literal's options exactly, so ``FLYWHEEL_LEARNING__CHANNELS=3`` gave "3", never 3."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        if name not in out:
+            continue
+        value, annotation = out[name], field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out[name] = numbers_from_text(annotation, value)
+        elif isinstance(value, str) and _is_int_literal(annotation):
+            with contextlib.suppress(ValueError):  # not a number: pydantic names the options
+                out[name] = int(value)
+    return out
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per bad key: its dotted name, its environment form and what is allowed."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = ENV_PREFIX + key.upper().replace(".", ENV_NESTED_DELIMITER)
+        got = repr(error.get("input"))
+        got = got if len(got) <= 80 else got[:77] + "..."
+        lines.append(f"setting {key} ({env}): {error['msg']}, got {got}")
+    return lines
 
 
 class StorageSettings(BaseModel):
@@ -110,6 +161,8 @@ class ApiSettings(BaseModel):
     top_k: int = Field(default=5, gt=0)
     # Feedback items per request to the batch endpoint, and per group commit.
     max_batch_items: int = Field(default=1000, gt=0)
+    # Seconds a stopping server (SIGTERM) waits for open requests before cancelling them.
+    shutdown_grace_s: float = Field(default=5.0, gt=0.0)
     # With no broker, POST /v1/cycles runs the cycle in a thread of the API process.
     run_cycles_in_process: bool = True
     # Collect, then freeze the heap once start-up is done (gc.freeze): full collections stop
@@ -231,8 +284,8 @@ class LearningSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FLYWHEEL_",
-        env_nested_delimiter="__",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
         extra="forbid",
     )
 
@@ -249,6 +302,11 @@ class Settings(BaseSettings):
     cycles: CycleSettings = CycleSettings()
     triggers: TriggerSettings = TriggerSettings()
     drift: DriftSettings = DriftSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_from_environment(cls, data: Any) -> Any:
+        return numbers_from_text(cls, data)
 
     @classmethod
     def settings_customise_sources(
@@ -299,6 +357,13 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     ``config`` (or ``$FLYWHEEL_CONFIG``) names a YAML file; keyword ``overrides`` win over
     everything (the CLI uses them for ``--data-dir``).
     """
+    try:
+        return _load(config, overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None
+
+
+def _load(config: Path | str | None, overrides: dict[str, Any]) -> Settings:
     path = config or os.environ.get(CONFIG_ENV_VAR)
     if not path:
         return Settings(**overrides)

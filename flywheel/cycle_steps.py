@@ -4,6 +4,10 @@ A worker may die mid-step and the broker then hands the step to another worker, 
 step follows one rule (DESIGN.md, habit 4): its output is recorded under the cycle, and a
 step that finds its output already there returns it without doing the work twice.
 
+The select step fixes the model's input (size, channels, resize policy) as
+``outputs["selection"]["input"]``; the train step reads at that size and tags the model
+with it. Samples that cannot be read are quarantined (``flywheel.quarantine``).
+
 - ``consensus`` (CPU): users' feedback becomes labels; output ``outputs["consensus"]``.
 - ``select`` (GPU): SSL embedding, pseudo-label selection, labels written, a new dataset
   version; output ``dataset_version_out``. The labels and ``outputs["selection"]`` commit in
@@ -33,7 +37,7 @@ from sqlalchemy import select, text
 
 from flywheel.config import LearningSettings
 from flywheel.consensus import CONFLICT_REASON, resolve_feedback
-from flywheel.cycle_data import CycleData, load_cycle_data
+from flywheel.cycle_data import CycleData, ModelInput, load_cycle_data
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.db.models import CycleState, LabelSource, ReviewState, utcnow
 from flywheel.embeddings import EmbeddingCache, EmbeddingChoice, choose_embedding
@@ -120,6 +124,17 @@ def record_output(ws: Workspace, cycle_id: int, name: str, value: Any, **fields:
 def cycle_learning(cycle: Cycle) -> LearningSettings:
     """The learning settings the cycle was queued with: every step uses the same ones."""
     return LearningSettings.model_validate(cycle.params or {})
+
+
+def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> CycleData:
+    """The cycle's data; after selection at the input size the selection recorded, so
+    samples arriving between steps cannot change the size the train step sees."""
+    selection = (load_cycle(ws, cycle_id).outputs or {}).get("selection") or {}
+    recorded = ModelInput.from_dict(selection.get("input"))
+    size = recorded.size if recorded is not None else learning.image_size
+    return load_cycle_data(
+        ws.db, ws.blobs, size, learning.channels, resize=learning.resize, cycle_id=cycle_id
+    )
 
 
 def reporter(ws: Workspace, cycle_id: int, progress: Progress | None) -> Callable[..., None]:
@@ -302,7 +317,7 @@ def _select_and_write(
 ) -> None:
     data_dir = Path(ws.settings.data_dir)
     step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
-    data = load_cycle_data(ws.db, ws.blobs, learning.image_size, learning.channels)
+    data = load_data(ws, cycle_id, learning)
     champion, latest = registry.champion(), registry.latest()
     champion_model = registry.load(champion.version) if champion else None
     ssl = train_ssl_backbone(
@@ -375,6 +390,7 @@ def _select_and_write(
         "calibration": outcome.calibration if outcome else "bootstrap (no selection)",
         "selection_round": None if bootstrap else selection_round,
         "pool": len(data.pool_ids),
+        "input": data.input.as_dict() if data.input else None,
         **quality,
     }
     write_selection(ws, cycle_id, data, outcome, summary)
@@ -500,7 +516,7 @@ def run_train_step(
     selection = outputs["selection"]
     step = reporter(ws, cycle_id, progress)
     version = ws.versions.resolve(cycle.dataset_version_out)
-    data = load_cycle_data(ws.db, ws.blobs, learning.image_size, learning.channels)
+    data = load_data(ws, cycle_id, learning)
     accepted, labels, scores = load_selection(ws, cycle_id, data)
     champion = registry.champion()
     comparable = champion is not None and champion.tags.get("classes") == ",".join(data.classes)
@@ -544,6 +560,7 @@ def run_train_step(
         metrics["labels_by_source"] = version.stats["by_source"]
         metrics["pseudo_precision"] = selection["pseudo_precision"]
         metrics["pseudo_coverage"] = selection["pseudo_coverage"]
+        metrics["input"] = data.input.as_dict() if data.input else None
         return metrics
 
     registered = model_of_cycle(registry, cycle_id)
@@ -593,6 +610,7 @@ def _train_and_register(
         "cycle_id": cycle_id,
         "dataset_version": version.id,
         "embedding": selection["embedding"],
+        "input_size": data.input.size if data.input else None,
     }
     with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
@@ -642,6 +660,8 @@ def _train_and_register(
                 "dataset_version": version.id,
                 "classes": ",".join(data.classes),
                 "test_accuracy": f"{candidate.accuracy:.4f}",
+                # What serving brings an input to before the model sees it.
+                **(data.input.tags() if data.input else {}),
             },
         )
     return model_version.version, gate, metrics

@@ -29,7 +29,7 @@ from sklearn.neighbors import NearestNeighbors
 from sqlalchemy import func, select
 
 from flywheel.config import DriftSettings, Settings
-from flywheel.cycle_data import load_images
+from flywheel.cycle_data import ModelInput, load_images, sample_input_size
 from flywheel.cycle_requests import request_cycle
 from flywheel.db import Label, Prediction, Sample
 from flywheel.db.models import Split, utcnow
@@ -220,10 +220,17 @@ def measure_drift(
     model = registry.load(champion.version)
     if not isinstance(model, Classifier):
         raise InvalidInputError(f"champion {champion.version} is not a flywheel Classifier")
-    learning = ws.settings.learning  # serving decodes inputs with these (flywheel.serving)
+    learning = ws.settings.learning
+    # The input the champion was trained on (its tags); a model older than those tags: the
+    # settings, the size derived from the samples when they leave it open.
+    spec = ModelInput.from_dict(champion.tags) or ModelInput(
+        learning.image_size or sample_input_size(ws.db, reference_ids),
+        learning.channels,
+        learning.resize,
+    )
 
     def features(ids: list[str]) -> np.ndarray:
-        images = load_images(ws.blobs, ids, learning.image_size, learning.channels)
+        images, _ = load_images(ws.blobs, ids, spec)  # an unreadable input is left out
         return embed(model.backbone, images, device=learning.device)
 
     recent, reference = features(recent_ids), features(reference_ids)

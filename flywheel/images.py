@@ -1,15 +1,31 @@
-"""Decoding and validating image bytes before anything is stored."""
+"""Decoding and validating image bytes before anything is stored.
+
+Memory: an image of up to ``FULL_DECODE_PIXELS`` is decoded whole, exactly as PIL decodes
+it. A larger one is validated and brought to a model's input size in bounded memory: an
+8-bit non-interlaced PNG a band of rows at a time (``png_bands``), a JPEG at a reduced DCT
+scale (1/8 to validate, down to its target for the model). Other formats and PNG variants
+(16-bit, 1/2/4-bit, interlaced) are decoded whole: at most 4 bytes a pixel, so bounded by
+``ingest.max_image_pixels`` (160 MB at the default 40 MP).
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from flywheel import png_bands
 from flywheel.errors import InvalidInputError, UnsupportedMediaError
+
+FULL_DECODE_PIXELS = 1 << 20  # 4 MB as RGB in PIL
+BAND_PIXELS = 1 << 18  # pixels in one PNG band: with its copies, about 12 MB at most
+# A large image is box-reduced to at least this many times its target before the final
+# resample: PIL's ``reducing_gap``, where 3 is close to resampling the whole image.
+REDUCING_GAP = 3
 
 
 @dataclass(frozen=True)
@@ -26,9 +42,9 @@ def inspect_image(
     max_bytes: int,
     max_pixels: int,
 ) -> ImageInfo:
-    """Fully decode ``data`` once and describe it; raise InvalidInputError with the reason.
+    """Decode ``data`` once and describe it; raise InvalidInputError with the reason.
 
-    Decoding the whole image (not just the header) is what catches truncated files.
+    Decoding all the pixel data (not just the header) is what catches truncated files.
     """
     if not data:
         raise InvalidInputError("empty file")
@@ -47,7 +63,7 @@ def inspect_image(
                     raise InvalidInputError(
                         f"image is {width}x{height}, over the {max_pixels}-pixel limit"
                     )
-                img.load()
+                _check_decodes(img, data)
                 mode = img.mode
     except InvalidInputError:
         raise
@@ -56,6 +72,22 @@ def inspect_image(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInputError(f"corrupt or truncated image ({exc})") from None
     return ImageInfo(fmt, width, height, mode)
+
+
+def _check_decodes(img: Image.Image, data: bytes) -> None:
+    """Decode all of ``img``'s pixel data, in bounded memory when it is large."""
+    width, height = img.size
+    if width * height > FULL_DECODE_PIXELS:
+        if img.format == "PNG":
+            layout = png_bands.read_layout(data)
+            if layout.streamable:
+                rows = max(1, BAND_PIXELS // width)
+                for _ in png_bands.raw_bands(layout, png_bands.band_edges(height, 0, rows)):
+                    pass
+                return
+        elif img.format == "JPEG":
+            img.draft(None, (width // 8, height // 8))  # still reads every DCT block
+    img.load()
 
 
 def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
@@ -67,22 +99,26 @@ def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
 RESIZE_POLICIES = ("stretch", "crop", "pad")
 
 
-def fit_to_size(img: Image.Image, size: int, policy: str) -> Image.Image:
-    """``img`` brought to ``size`` x ``size`` by ``policy`` (``RESIZE_POLICIES``).
+Box = tuple[float, float, float, float]
+
+
+def fit_to_size(img: Image.Image, size: int, policy: str, box: Box | None = None) -> Image.Image:
+    """``img`` (or its region ``box``) brought to ``size`` x ``size`` by ``policy``.
 
     stretch: resize both sides; crop: scale the short side to ``size``, centre-crop the
     long one; pad: scale the long side to ``size``, pad the short one with black.
     """
     if policy not in RESIZE_POLICIES:
         raise InvalidInputError(f"unknown resize policy {policy!r}")
-    w, h = img.size
-    if (w, h) == (size, size):
+    x0, y0, x1, y1 = box or (0, 0, *img.size)
+    w, h = x1 - x0, y1 - y0
+    if box is None and (w, h) == (size, size):
         return img
     if policy == "stretch":
-        return img.resize((size, size), Image.Resampling.BILINEAR)
+        return img.resize((size, size), Image.Resampling.BILINEAR, box)
     scale = size / (min(w, h) if policy == "crop" else max(w, h))
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    scaled = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    scaled = img.resize((nw, nh), Image.Resampling.BILINEAR, box)
     if policy == "crop":
         left, top = (nw - size) // 2, (nh - size) // 2
         return scaled.crop((left, top, left + size, top + size))
@@ -95,7 +131,73 @@ def to_model_input(data: bytes, size: int, channels: int, policy: str = "stretch
     """Stored bytes as the model's input: uint8 (size, size) for 1 channel, else (size, size, 3).
 
     Used wherever images are read for learning or serving, so a model always sees its own
-    input size, whatever size was uploaded.
+    input size, whatever size was uploaded; a large upload never needs its full-resolution
+    pixels in memory at once.
     """
-    img = fit_to_size(decode_image(data, "L" if channels == 1 else "RGB"), size, policy)
-    return np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+    if policy not in RESIZE_POLICIES:
+        raise InvalidInputError(f"unknown resize policy {policy!r}")
+    img, box = _decode_reduced(data, "L" if channels == 1 else "RGB", size, policy)
+    if box is not None and policy == "crop":
+        policy = "stretch"  # the box is already the region that crop keeps
+    return np.array(
+        fit_to_size(img, size, policy, box), dtype=np.uint8
+    )  # a writable copy: torch.from_numpy needs one
+
+
+def _reduction(
+    width: int, height: int, size: int, policy: str
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The source box ``policy`` keeps, and the box-reduce factors that keep it >= gap x target."""
+    box, target = (0, 0, width, height), (size, size)
+    if policy == "crop":  # only what fit_to_size's centre crop keeps reaches the model
+        scale = size / min(width, height)
+        nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+        left, top = (nw - size) // 2, (nh - size) // 2
+        sx, sy = nw / width, nh / height  # the scales that resize really applies
+        x0, y0 = round(left / sx), round(top / sy)
+        box = (x0, y0, min(width, round((left + size) / sx)), min(height, round((top + size) / sy)))
+    elif policy == "pad":
+        scale = size / max(width, height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    factors = (
+        max(1, (box[2] - box[0]) // (REDUCING_GAP * target[0])),
+        max(1, (box[3] - box[1]) // (REDUCING_GAP * target[1])),
+    )
+    return box, factors
+
+
+def _decode_reduced(
+    data: bytes, mode: str, size: int, policy: str
+) -> tuple[Image.Image, Box | None]:
+    """``data`` in ``mode``, whole when small. A large image comes box-reduced toward
+    ``size``, with the region of the result that holds ``policy``'s source box (its last
+    row and column may average fewer pixels than the others)."""
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if width * height <= FULL_DECODE_PIXELS:
+            return img.convert(mode), None
+        box, (fx, fy) = _reduction(width, height, size, policy)
+        if img.format == "JPEG":  # DCT scaling (1/2 to 1/8) while decoding
+            img.draft(None, (math.ceil(width / fx), math.ceil(height / fy)))
+            box, (fx, fy) = _reduction(*img.size, size, policy)
+        layout = png_bands.read_layout(data) if img.format == "PNG" else None
+        if layout is not None and layout.streamable:
+            reduced = _reduce_png_bands(layout, mode, box, (fx, fy))
+        else:
+            reduced = img.convert(mode).reduce((fx, fy), box)
+    return reduced, (0, 0, (box[2] - box[0]) / fx, (box[3] - box[1]) / fy)
+
+
+def _reduce_png_bands(
+    layout: png_bands.PngLayout, mode: str, box: tuple[int, int, int, int], factors: tuple[int, int]
+) -> Image.Image:
+    """``box`` of the PNG reduced by ``factors``, decoded in bands of whole reduce boxes."""
+    left, top, right, bottom = box
+    fx, fy = factors
+    rows = fy * max(1, BAND_PIXELS // (layout.width * fy))
+    out = Image.new(mode, (math.ceil((right - left) / fx), math.ceil((bottom - top) / fy)))
+    for y, band in png_bands.decode_bands(layout, png_bands.band_edges(bottom, top, rows)):
+        if y >= top:  # rows above the box are decoded only for the filters of the next row
+            part = band.convert(mode).reduce(factors, (left, 0, right, band.height))
+            out.paste(part, (0, (y - top) // fy))
+    return out

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from flywheel import storage
 from flywheel.blobstore import BlobStore, sha256_hex
 from flywheel.config import IngestSettings
 from flywheel.db import Database, GroundTruth, Label, Sample
@@ -32,6 +31,8 @@ from flywheel.errors import (
     UnsupportedMediaError,
 )
 from flywheel.images import ImageInfo, inspect_image
+from flywheel.remote_reads import RemoteReader
+from flywheel.remote_sources import RemoteSourcePolicy
 
 # torchvision's ImageFolder convention.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -83,6 +84,7 @@ class IngestReport:
     rejected: list[Rejection] = field(default_factory=list)
     by_split: Counter[str] = field(default_factory=Counter)
     sample_ids: list[str] = field(default_factory=list)
+    duplicate_ids: list[str] = field(default_factory=list)  # the sample each duplicate is
 
     @property
     def seen(self) -> int:
@@ -196,6 +198,7 @@ def _ingest_batch(
         sha = sha256_hex(data)
         if sha in valid:
             report.duplicates.append(item.candidate.name)
+            report.duplicate_ids.append(sha)
             continue
         valid[sha] = (item, data, info)
     if not valid:
@@ -204,6 +207,7 @@ def _ingest_batch(
         existing = set(session.scalars(select(Sample.id).where(Sample.id.in_(list(valid)))))
     for sha in existing:
         report.duplicates.append(valid.pop(sha)[0].candidate.name)
+        report.duplicate_ids.append(sha)
     created: list[str] = []
     try:
         rows: list[object] = []
@@ -294,54 +298,51 @@ def imagefolder_candidates(root: Path) -> list[Candidate]:
     return out
 
 
-def _uri_reader(uri: str, base_dir: Path, schemes: Sequence[str]) -> Callable[[], bytes]:
+def _uri_reader(
+    uri: str, base_dir: Path, policy: RemoteSourcePolicy, reader: RemoteReader
+) -> Callable[[], bytes]:
     if "://" not in uri or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://"))
         return _file_reader(path if path.is_absolute() else base_dir / path)
-    scheme = uri.split("://", 1)[0]
-    if scheme not in schemes:
-        # An allow-list: a manifest must not make the server fetch arbitrary URLs.
-        return _unsupported(f"unknown URI: scheme {scheme!r} is not allowed")
+    # Strictly parsed (UriRefused names the rule), read by a client built from settings.
+    return lambda: reader.read(policy.check(uri))
 
+
+def prefetched_candidates(
+    rows: Sequence[dict[str, str | None]], fetched: Sequence[bytes | Exception]
+) -> list[Candidate]:
+    """Rows ``{uri, label?, split?}`` whose bytes were already read (or failed to be)."""
+    out = []
+    for i, (row, got) in enumerate(zip(rows, fetched, strict=True)):
+        out.append(
+            Candidate(
+                f"item {i + 1}: {row['uri']}", _result(got), row.get("label"), row.get("split")
+            )
+        )
+    return out
+
+
+def _result(got: bytes | Exception) -> Callable[[], bytes]:
     def read() -> bytes:
-        try:
-            loc = storage.open_location(uri)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"unknown URI: {exc}") from None
-        try:
-            return storage.read_bytes(loc.fs, loc.base)
-        except NotFoundError:
-            raise NotFoundError("file not found") from None
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     return read
 
 
-def remote_candidates(
-    rows: Sequence[dict[str, str | None]], uri_schemes: Sequence[str]
+def manifest_candidates(
+    path: Path, settings: IngestSettings, reader: RemoteReader | None = None
 ) -> list[Candidate]:
-    """Rows ``{uri, label?, split?}`` sent over the network: only allowed URI schemes.
-
-    Unlike a manifest on the server's own disk, a remote caller may not name local paths.
-    """
-    out = []
-    for i, row in enumerate(rows):
-        uri = row.get("uri") or ""
-        scheme = uri.split("://", 1)[0] if "://" in uri else None
-        name = f"item {i + 1}: {uri}"
-        if scheme is None or scheme == "file":
-            reader = _unsupported("unknown URI: local paths cannot be ingested over HTTP")
-        else:
-            reader = _uri_reader(uri, Path("."), uri_schemes)
-        out.append(Candidate(name, reader, row.get("label"), row.get("split")))
-    return out
-
-
-def manifest_candidates(path: Path, uri_schemes: Sequence[str]) -> list[Candidate]:
     """Rows of a Parquet or CSV manifest: ``uri`` (required), ``label`` and ``split`` optional.
 
-    Relative paths are resolved against the manifest's folder; other URIs must use one of
-    ``uri_schemes`` (``IngestSettings.uri_schemes``).
+    Relative paths are resolved against the manifest's folder. A manifest is the operator's
+    own file, so its remote URIs need not lie under ``uri_roots``; they must still use one
+    of ``uri_schemes``, are parsed as strictly as URIs sent over HTTP, and are read by a
+    client built from settings (a root's options where one matches), with its timeouts.
     """
+    policy = RemoteSourcePolicy(settings.uri_roots, settings.uri_schemes, require_root=False)
+    reader = reader or RemoteReader(settings)
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"manifest not found: {path}")
@@ -368,7 +369,7 @@ def manifest_candidates(path: Path, uri_schemes: Sequence[str]) -> list[Candidat
         if not isinstance(uri, str) or not uri:
             out.append(Candidate(f"row {i + 1}", _unsupported("missing uri"), label, split))
             continue
-        out.append(Candidate(name, _uri_reader(uri, path.parent, uri_schemes), label, split))
+        out.append(Candidate(name, _uri_reader(uri, path.parent, policy, reader), label, split))
     return out
 
 

@@ -72,7 +72,9 @@ def train_ssl_backbone(
     # Sorted by id, not labeled-then-pool: labels are not used, so a sample that gets a
     # label (feedback, review) must not change the input, or the checkpoint is unusable.
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    key = hashlib.sha256(("\n".join(ids[i] for i in order) + repr(cfg)).encode()).hexdigest()
+    # The input size and resize policy are part of the images: a change must not reuse.
+    named = "\n".join(ids[i] for i in order) + repr(cfg) + repr(data.input)
+    key = hashlib.sha256(named.encode()).hexdigest()
     images = np.concatenate([data.labeled.images, data.pool_images])[order]
     return train_ssl(images, cfg, cache_dir / key[:24], progress)
 

@@ -17,7 +17,6 @@ from datetime import datetime
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from flywheel.blobstore import BlobStore, sha256_hex
@@ -25,7 +24,7 @@ from flywheel.config import IngestSettings, LearningSettings
 from flywheel.db import Database, Prediction, Sample
 from flywheel.db.models import Split, utcnow
 from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
-from flywheel.images import decode_image, inspect_image
+from flywheel.images import RESIZE_POLICIES, inspect_image, to_model_input
 from flywheel.models import images_to_tensor
 from flywheel.registry import ModelRegistry
 
@@ -34,11 +33,38 @@ class NoModelError(FlywheelError):
     """Nothing to serve yet: no model has been promoted to champion."""
 
 
+# The input size for a model registered before models recorded theirs, when the settings
+# name none either: a fixed size keeps memory per request bounded (an upload's own size
+# would not), and the models of that time adapt their pooling to any size.
+LEGACY_INPUT_SIZE = 32
+
+
 @dataclass(frozen=True)
 class ServingModel:
     version: str
     classes: tuple[str, ...]
     model: nn.Module = field(repr=False)
+    # The transform the model was trained with (registry tags); None: not recorded.
+    input_size: int | None = None
+    channels: int | None = None
+    resize: str | None = None
+
+    @classmethod
+    def from_tags(cls, version: str, model: nn.Module, tags: dict[str, str]) -> ServingModel:
+        def number(key: str) -> int | None:
+            return int(tags[key]) if tags.get(key, "").isdigit() else None
+
+        classes = tuple(c for c in tags.get("classes", "").split(",") if c)
+        channels = number("channels")
+        resize = tags.get("resize")
+        return cls(
+            version,
+            classes,
+            model,
+            number("input_size") or None,
+            channels if channels in (1, 3) else None,
+            resize if resize in RESIZE_POLICIES else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,19 +130,21 @@ class ChampionCache:
                     self._current = None
                 elif self._current is None or self._current.version != champion.version:
                     model = self.registry.load(champion.version)
-                    classes = tuple(c for c in champion.tags.get("classes", "").split(",") if c)
-                    self._current = ServingModel(champion.version, classes, model)
+                    self._current = ServingModel.from_tags(champion.version, model, champion.tags)
             if self._current is None:
                 raise NoModelError("no champion model yet: run a cycle first")
             return self._current
 
 
-def prepare_image(data: bytes, learning: LearningSettings) -> np.ndarray:
-    """Decode to the model's input: uint8 (H, W) for 1 channel, (H, W, 3) for 3."""
-    img = decode_image(data, "L" if learning.channels == 1 else "RGB")
-    if learning.image_size is not None and img.size != (learning.image_size,) * 2:
-        img = img.resize((learning.image_size,) * 2, Image.Resampling.BILINEAR)
-    return np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+def prepare_image(data: bytes, serving: ServingModel, learning: LearningSettings) -> np.ndarray:
+    """The model's input, by the model's own transform: uint8 (S, S) or (S, S, 3).
+
+    What the model did not record (older models) comes from ``learning``, and the size,
+    failing that, is ``LEGACY_INPUT_SIZE``: never the upload's own resolution.
+    """
+    size = serving.input_size or learning.image_size or LEGACY_INPUT_SIZE
+    channels = serving.channels or learning.channels
+    return to_model_input(data, size, channels, serving.resize or learning.resize)
 
 
 @torch.no_grad()
@@ -185,7 +213,7 @@ def predict_sample(
             if s.get(Sample, sample_id) is None:
                 raise NotFoundError(f"no sample {sample_id!r}")
         data = blobs.get(sample_id)
-    ranked = classify(serving, prepare_image(data, learning), top_k)
+    ranked = classify(serving, prepare_image(data, serving, learning), top_k)
     row = Prediction(
         id=str(uuid.uuid4()),
         sample_id=sample_id,

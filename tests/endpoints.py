@@ -43,7 +43,8 @@ class S3Server:
             region="us-east-1",
             allow_bucket_creation=True,
         )
-        fs.create_dir(bucket)
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            fs.create_dir(bucket)
         with fs.open_output_stream(f"{bucket}/{key}") as f:
             f.write(data)
 

@@ -11,6 +11,7 @@ from api.auth import AnyKey, Context
 from api.context import ApiContext
 from api.errors import COMMON_RESPONSES, ErrorResponse, status_for
 from api.schemas import (
+    SAFE_TEXT,
     ErrorInfo,
     FeedbackBatchIn,
     FeedbackBatchOut,
@@ -30,6 +31,7 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=128,
+        pattern=SAFE_TEXT,
         description="Replays return the first answer; reuse with another body is a 422",
     ),
 ]

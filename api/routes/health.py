@@ -73,4 +73,5 @@ def readyz(ctx: Context) -> JSONResponse:
 def metrics(ctx: Context) -> Response:
     """Prometheus text exposition."""
     ctx.metrics.outbox_pending.set(pending(ctx.ws.db))
+    ctx.metrics.remote_reads_pending.set(ctx.remote_reader.pending)
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -11,6 +11,7 @@ from api.auth import AnyKey, Context
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas import PredictionOut, TopK
 from flywheel.errors import InvalidInputError
+from flywheel.sample_access import grant, visible_sample
 from flywheel.serving import PredictionRecord, predict_sample, store_input
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -34,7 +35,7 @@ def prediction_out(p: PredictionRecord) -> PredictionOut:
     status_code=201,
     responses={
         **COMMON_RESPONSES,
-        404: {"model": ErrorResponse, "description": "unknown sample id"},
+        404: {"model": ErrorResponse, "description": "unknown sample id, or another tenant's"},
         409: {"model": ErrorResponse, "description": "no champion model yet"},
         415: {"model": ErrorResponse, "description": "not an image"},
     },
@@ -61,7 +62,10 @@ async def predict(
             sid = store_input(
                 ctx.ws.db, ctx.ws.blobs, data, ctx.settings.ingest, f"predict:{key.tenant}"
             )
+            grant(ctx.ws.db, [sid], key.tenant)  # it sent these bytes: it may read them back
         assert sid is not None
+        if data is None:
+            visible_sample(ctx.ws.db, sid, key)  # another tenant's sample: 404, as if unknown
         return predict_sample(
             ctx.ws.db, ctx.ws.blobs, serving, sid, ctx.settings.learning, k, key.tenant, data
         )

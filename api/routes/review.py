@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.schemas_engineer import NO_NUL, ReviewDecisionIn, ReviewOut, ReviewPage, json_safe
+from api.schemas import SAFE_TEXT
+from api.schemas_engineer import ReviewDecisionIn, ReviewOut, ReviewPage, json_safe
 from flywheel.api_keys import KeyInfo
 from flywheel.db.models import ReviewState
 from flywheel.review import ReviewRecord, decide_review, list_review
@@ -36,7 +37,7 @@ def list_items(
     state: ReviewState = ReviewState.OPEN,
     label: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, pattern=NO_NUL, description="The proposed label"),
+        Query(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The proposed label"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
@@ -10,13 +11,25 @@ from fastapi.responses import JSONResponse, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from api.auth import AnyKey, Context
+from api.context import ApiContext
 from api.errors import COMMON_RESPONSES, ErrorResponse, error_response
-from api.schemas_engineer import NO_NUL, IngestOut, Rejected, SampleOut, SampleUrisIn
+from api.schemas import SAFE_TEXT
+from api.schemas_engineer import IngestOut, Rejected, SampleOut, SampleUrisIn
 from flywheel.api_keys import KeyInfo
 from flywheel.db import Sample
 from flywheel.db.models import Split
-from flywheel.errors import ForbiddenError, InvalidInputError, NotFoundError
-from flywheel.ingest import Candidate, IngestReport, SplitPlan, ingest_candidates, remote_candidates
+from flywheel.errors import ForbiddenError, InvalidInputError
+from flywheel.ingest import (
+    Candidate,
+    IngestReport,
+    SplitPlan,
+    ingest_candidates,
+    prefetched_candidates,
+)
+from flywheel.remote_reads import ReadFailed
+from flywheel.remote_sources import RemoteObject, UriRefused
+from flywheel.sample_access import grant, visible_sample
+from flywheel.text import replace_unsafe
 
 router = APIRouter(prefix="/v1", tags=["samples"])
 
@@ -49,7 +62,7 @@ MEDIA_TYPES = {
 }
 READ_RESPONSES: dict[int | str, dict] = {
     **COMMON_RESPONSES,
-    404: {"model": ErrorResponse, "description": "unknown sample id"},
+    404: {"model": ErrorResponse, "description": "unknown sample id, or another tenant's"},
 }
 
 
@@ -62,6 +75,8 @@ def _ingest(ctx: Context, key: KeyInfo, candidates: list[Candidate]) -> IngestOu
         ctx.settings.ingest,
         SplitPlan(),
     )
+    # Duplicates too: this tenant sent (or points at) those bytes, so it may read them back.
+    grant(ctx.ws.db, report.sample_ids + report.duplicate_ids, key.tenant)
     rejected = [Rejected(name=r.name, reason=r.reason) for r in report.rejected]
     if report.added == 0 and not report.duplicates:
         # Every input was refused (and so nothing was written): the request failed.
@@ -107,7 +122,7 @@ async def upload_samples(
         Form(
             min_length=1,
             max_length=200,
-            pattern=NO_NUL,
+            pattern=SAFE_TEXT,
             description="Engineer keys only: for every file",
         ),
     ] = None,
@@ -122,30 +137,78 @@ async def upload_samples(
     candidates = []
     for i, f in enumerate(files):
         data = await f.read()
-        # A name is stored as given, except for NUL (PostgreSQL text cannot hold it).
-        name = (f.filename or "").replace("\x00", "\ufffd") or f"file {i + 1}"
+        # A name is stored as given, except for characters a terminal or page would obey.
+        name = replace_unsafe(f.filename or "") or f"file {i + 1}"
         candidates.append(Candidate(name, lambda d=data: d, label, split.value if split else None))
     return await run_in_threadpool(_ingest, ctx, key, candidates)
 
 
-@router.post("/samples/uris", response_model=IngestOut, status_code=201, responses=UPLOAD_RESPONSES)
-def upload_sample_uris(body: SampleUrisIn, ctx: Context, key: AnyKey) -> IngestOut | JSONResponse:
-    """Add images by blob URI (allowed schemes only; local paths are refused)."""
+@router.post(
+    "/samples/uris",
+    response_model=IngestOut,
+    status_code=201,
+    responses={
+        **UPLOAD_RESPONSES,
+        403: {"model": ErrorResponse, "description": "the key may not register URIs or labels"},
+        503: {"model": ErrorResponse, "description": "too many remote reads in progress"},
+    },
+)
+async def upload_sample_uris(
+    body: SampleUrisIn, ctx: Context, key: AnyKey
+) -> IngestOut | JSONResponse:
+    """Add images by blob URI. Each must lie under a configured source root
+    (``ingest.uri_roots``) and be a plain ``scheme://bucket/key``: no query, user info, port
+    or dot segments. A refused URI fails the whole request (422, naming the rule) and nothing
+    is written. Objects that cannot be read are listed as rejected, with a generic reason.
+    """
+    ingest = ctx.settings.ingest
+    if not key.is_engineer and not ingest.app_keys_may_register_uris:
+        raise ForbiddenError(
+            "app keys may not register URIs (setting ingest.app_keys_may_register_uris)"
+        )
     setting = any(item.label is not None or item.split is not None for item in body.items)
     _check(ctx, key, len(body.items), setting)
+    checked = ctx.remote_policy.check_all([item.uri for item in body.items])
+    refused = [(i, c) for i, c in enumerate(checked) if isinstance(c, UriRefused)]
+    if refused:
+        details = [{"item": i + 1, "rule": c.rule, "reason": str(c)} for i, c in refused]
+        first = details[0]
+        return error_response(
+            422,
+            "uri_refused",
+            f"{len(refused)} of {len(checked)} URIs refused; item {first['item']}: "
+            f"{first['reason']}",
+            details,
+        )
+    objects = [c for c in checked if isinstance(c, RemoteObject)]
+    fetched = await _read_remote(ctx, objects)
     rows = [
-        {"uri": i.uri, "label": i.label, "split": i.split.value if i.split else None}
-        for i in body.items
+        {"uri": obj.uri, "label": item.label, "split": item.split.value if item.split else None}
+        for obj, item in zip(objects, body.items, strict=True)
     ]
-    return _ingest(ctx, key, remote_candidates(rows, ctx.settings.ingest.uri_schemes))
+    return await run_in_threadpool(_ingest, ctx, key, prefetched_candidates(rows, fetched))
 
 
-def _sample(ctx: Context, sample_id: str) -> Sample:
-    with ctx.ws.db.session() as s:
-        row = s.get(Sample, sample_id)
-    if row is None:
-        raise NotFoundError(f"no sample {sample_id}")
-    return row
+async def _read_remote(ctx: ApiContext, objects: list[RemoteObject]) -> list[bytes | Exception]:
+    """Read on the remote pool, awaited here: no request thread waits on a remote."""
+    futures = ctx.remote_reader.submit(objects)  # BusyError (503) when the queue is full
+    waiting = [asyncio.wrap_future(f) for f in futures]
+    await asyncio.wait(waiting, timeout=ctx.settings.ingest.remote_total_timeout_s)
+    out: list[bytes | Exception] = []
+    for waited in waiting:
+        if not waited.done():
+            waited.cancel()  # a queued read is dropped; a running one ends by its timeouts
+            out.append(ReadFailed("timed out"))
+        elif waited.cancelled():
+            out.append(ReadFailed("timed out"))
+        else:
+            exc = waited.exception()
+            out.append(exc if isinstance(exc, Exception) else waited.result())
+    return out
+
+
+def _sample(ctx: Context, key: KeyInfo, sample_id: str) -> Sample:
+    return visible_sample(ctx.ws.db, sample_id, key)  # another tenant's: 404, as if unknown
 
 
 def _media_type(fmt: str) -> str:
@@ -154,8 +217,8 @@ def _media_type(fmt: str) -> str:
 
 @router.get("/samples/{sample_id:sha256}", response_model=SampleOut, responses=READ_RESPONSES)
 def get_sample(sample_id: SampleId, ctx: Context, key: AnyKey) -> SampleOut:
-    """A stored sample's metadata."""
-    row = _sample(ctx, sample_id)
+    """A stored sample's metadata (a sample this key's tenant sent; any, for engineers)."""
+    row = _sample(ctx, key, sample_id)
     return SampleOut(
         sample_id=row.id,
         source=row.source,
@@ -183,7 +246,7 @@ def get_sample(sample_id: SampleId, ctx: Context, key: AnyKey) -> SampleOut:
     },
 )
 def get_sample_image(sample_id: SampleId, ctx: Context, key: AnyKey) -> Response:
-    """A stored sample's bytes, with its image media type."""
-    row = _sample(ctx, sample_id)
+    """A stored sample's bytes, with its image media type (visible as for its metadata)."""
+    row = _sample(ctx, key, sample_id)
     data = ctx.ws.blobs.get(row.id)  # verified against its sha256: IntegrityError is a 409
     return Response(data, media_type=_media_type(row.format))

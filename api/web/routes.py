@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Context
 from api.routes.review import default_reviewer
+from api.schemas import SAFE_TEXT
 from api.web import views
 from api.web.auth import LOGIN_PATH, CheckedSession, SessionDep, safe_next
 from api.web.session import COOKIE, LOGIN_COOKIE, Session
@@ -43,7 +44,7 @@ REF = "^(latest|[0-9a-f]{4,64})$"  # as /v1/datasets: "latest", an id or a uniqu
 THUMB_SIZES = (48, 64, 96, 128, 192, 256)
 THUMB_MAX_AGE = 7 * 24 * 3600  # samples are content-addressed: their bytes never change
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
-LabelFilter = Annotated[str | None, Query(max_length=200, pattern="^[^\x00]*$")]
+LabelFilter = Annotated[str | None, Query(max_length=200, pattern=SAFE_TEXT)]
 
 # Why the login page is shown (``?reason=``): fixed texts, nothing echoed from the URL.
 REASONS = {
@@ -310,7 +311,7 @@ def review(
 
 class UiDecision(BaseModel):
     decision: Literal["accept", "reject", "correct"]
-    label: str | None = Field(default=None, min_length=1, max_length=200)
+    label: str | None = Field(default=None, min_length=1, max_length=200, pattern=SAFE_TEXT)
 
 
 @router.post("/review/{item_id}")

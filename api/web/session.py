@@ -81,9 +81,13 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(payload))
-            key_id, expiry = str(data["k"]), float(data["e"])
+            key_id, expiry = str(data["k"]), data["e"]
         except (ValueError, KeyError, TypeError):
             return None
-        if expiry <= (now if now is not None else time.time()):
+        now = now if now is not None else time.time()
+        # Only the integer issue() writes, within one lifetime from now: a payload that
+        # parses as "inf", NaN or a far-off time (e.g. signed before the lifetime was
+        # shortened) would otherwise never expire.
+        if type(expiry) is not int or not now < expiry <= now + self.lifetime_s:
             return None
-        return key_id, expiry, self._sign("csrf", payload)
+        return key_id, float(expiry), self._sign("csrf", payload)

@@ -19,13 +19,14 @@ from flywheel.cli.common import (
     console,
     err_console,
     registry_for,
+    shown,
     workspace,
 )
 from flywheel.cli.cycles import cycle_app, cycle_table, models_app, run_cycles
 from flywheel.cli.data import data_app, ingest_app, print_diff, print_version, run_ingest
 from flywheel.cli.feedback import feedback_app
 from flywheel.cli.service import beat, keys_app, serve, worker
-from flywheel.config import Settings, load_settings
+from flywheel.config import Settings, SettingsError, load_settings
 from flywheel.errors import FlywheelError
 from flywheel.ingest import SplitPlan, digits_candidates
 from flywheel.workspace import MARKER
@@ -120,7 +121,10 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FlywheelError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        # One line per problem: bad settings name each key and what it allows.
+        problems = exc.problems if isinstance(exc, SettingsError) else str(exc).splitlines()
+        for problem in problems or [type(exc).__name__]:
+            err_console.print(f"[red]error:[/] {shown(problem)}", soft_wrap=True)  # one line
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("[red]aborted[/]")

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flywheel.config import Settings
+from flywheel.text import printable
 from flywheel.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
@@ -71,6 +73,13 @@ TestOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split assignment.")]
+
+
+def shown(text: object) -> str:
+    """Text from users or clients (ids, labels, names, error messages quoting them), for
+    rich: control characters written as escapes and markup escaped, so a stored ANSI escape
+    or "[red]" is printed, never obeyed (rows may predate the API's refusal of them)."""
+    return escape(printable(str(text)))
 
 
 def fmt(value: float | None, pct: bool = True) -> str:

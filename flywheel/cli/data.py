@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from flywheel import quarantine
 from flywheel.cli.common import (
     LabelsOpt,
     SeedOpt,
@@ -29,7 +30,9 @@ from flywheel.ingest import (
 )
 
 ingest_app = typer.Typer(no_args_is_help=True, help="Import images into the store.")
-data_app = typer.Typer(no_args_is_help=True, help="Dataset versions: list, show, diff, export.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Dataset versions: list, show, diff, export; quarantine."
+)
 
 
 def print_report(report: IngestReport, max_rejections: int = 20) -> None:
@@ -80,7 +83,7 @@ def ingest_manifest(
 ) -> None:
     """Import the images a manifest lists (paths relative to it, or URIs)."""
     plan = SplitPlan(labels_per_class, test_fraction, seed)
-    candidates = manifest_candidates(path, ctx.obj.ingest.uri_schemes)
+    candidates = manifest_candidates(path, ctx.obj.ingest)
     run_ingest(ctx, candidates, f"manifest:{path.name}", plan)
 
 
@@ -196,3 +199,30 @@ def data_export(
     with workspace(ctx) as ws:
         dest = ws.versions.export(version, output, fmt_)
     console.print(f"[green]wrote[/] {dest}")
+
+
+@data_app.command("quarantine")
+def data_quarantine(
+    ctx: typer.Context,
+    release: Annotated[
+        str | None, typer.Option("--release", help="Put this sample id back for the next cycle")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+) -> None:
+    """Samples cycles skip (missing blob, checksum mismatch, undecodable), newest first."""
+    with workspace(ctx) as ws:
+        if release is not None:
+            gone = quarantine.release(ws.db, release)
+            console.print(f"[green]released[/] {gone.sample_id}: the next cycle tries it again")
+            return
+        items, total = quarantine.list_quarantine(ws.db, limit)
+    if not items:
+        console.print("no samples in quarantine")
+        return
+    table = Table("sample", "reason", "cycle", "since", title=f"quarantine ({total})")
+    for q in items:
+        cycle = str(q.cycle_id) if q.cycle_id is not None else "-"
+        table.add_row(q.sample_id, q.reason, cycle, f"{q.created_at:%Y-%m-%d %H:%M:%S}")
+    console.print(table)
+    if total > len(items):
+        console.print(f"... and {total - len(items)} more (--limit)")

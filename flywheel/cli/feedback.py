@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.cli.common import console, fmt, workspace
+from flywheel.cli.common import console, fmt, shown, workspace
 from flywheel.consensus import annotator_report, resolve_feedback
 
 feedback_app = typer.Typer(no_args_is_help=True, help="Users' feedback: consensus, annotators.")
@@ -39,7 +39,7 @@ def annotators(
         r = annotator_report(ws.db, ws.settings.consensus, min_overlap)
     table = Table("annotator", "reliability", "votes", "gold accuracy", "gold votes")
     for a in sorted(r.annotators, key=lambda a: a.accuracy):
-        table.add_row(a.annotator, fmt(a.accuracy), str(a.n_votes), fmt(a.gold_accuracy),
+        table.add_row(shown(a.annotator), fmt(a.accuracy), str(a.n_votes), fmt(a.gold_accuracy),
                       str(a.n_gold))  # fmt: skip
     console.print(table)
     kappa = "-" if r.fleiss_kappa is None else f"{r.fleiss_kappa:.3f}"
@@ -51,5 +51,6 @@ def annotators(
     if pairs:
         low = Table("annotator a", "annotator b", "shared", "Cohen's kappa", title="lowest pairs")
         for p in sorted(pairs, key=lambda p: p.kappa)[:10]:  # type: ignore[arg-type, return-value]
-            low.add_row(p.annotator_a, p.annotator_b, str(p.n_items), f"{p.kappa:.3f}")
+            a, b = shown(p.annotator_a), shown(p.annotator_b)
+            low.add_row(a, b, str(p.n_items), f"{p.kappa:.3f}")
         console.print(low)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flywheel.api_keys import create_key, list_keys, revoke_key
-from flywheel.cli.common import console, err_console, workspace
+from flywheel.cli.common import console, err_console, shown, workspace
 from flywheel.config import Settings
 from flywheel.errors import FlywheelError
 
@@ -46,7 +46,7 @@ def keys_list(ctx: typer.Context) -> None:
             k.id,
             k.role.value,
             k.tenant,
-            k.name,
+            shown(k.name),
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
         )
@@ -80,6 +80,9 @@ def serve(
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_level="info",
+        # On SIGTERM, requests still open after this are cancelled: a slow client or a
+        # remote read must not keep the server from stopping.
+        timeout_graceful_shutdown=settings.api.shutdown_grace_s,
     )
 
 

@@ -27,6 +27,7 @@ from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import Workspace, open_workspace
 
 CLASSES = [str(d) for d in range(10)]
+MEMORY_ROOT = "memory://flywheel-test"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def api_settings_for(data_dir: Path, db_url: str, store: ModelStore, **api: obje
         # Tests see revocations and promotions at once. No heap freeze: every app start
         # would pay a full collection of the suite's heap (it has its own test).
         api={"auth_cache_seconds": 0, "champion_refresh_seconds": 0, "freeze_heap": False, **api},
+        # Tests register URIs from fsspec's in-process memory filesystem, under this root.
+        ingest={"uri_roots": [MEMORY_ROOT]},
     )
 
 

@@ -302,8 +302,11 @@ def test_upload_samples(connect, keys, make_png, tmp_path):
         fw.upload_samples([])
 
     # By URI: memory:// is per process, and this server runs in the test process.
-    root = f"/flywheel-client-{uuid.uuid4().hex}"
-    fsspec.filesystem("memory").pipe(f"{root}/c.png", make_png(24))
+    root = f"flywheel-test/client-{uuid.uuid4().hex}"  # under the test settings' root
+    fsspec.filesystem("memory").pipe(f"/{root}/c.png", make_png(24))
+    with pytest.raises(PermissionDenied):  # app keys may not register URIs by default
+        fw.upload_uris([f"memory://{root}/c.png"])
+    fw = connect(keys.engineer)
     by_uri = fw.upload_uris([f"memory://{root}/c.png", {"uri": f"memory://{root}/gone.png"}])
     assert by_uri.sample_ids == (hashlib.sha256(make_png(24)).hexdigest(),)
     assert len(by_uri.rejected) == 1 and "not found" in by_uri.rejected[0].reason

@@ -47,7 +47,8 @@ def test_same_bytes_stored_once_predicted_twice(client, keys, make_png, api_work
 def test_predict_by_sample_id(client, keys, api_workspace):
     with api_workspace.db.session() as s:
         sid = s.scalars(select(Sample.id).where(Sample.split == "pool")).first()
-    r = client.post("/v1/predict", data={"sample_id": sid}, headers=auth(keys.app))
+    # An engineer key: no tenant sent the fixture's digits (app keys: test_sample_tenancy.py).
+    r = client.post("/v1/predict", data={"sample_id": sid}, headers=auth(keys.engineer))
     assert r.status_code == 201, r.text
     assert r.json()["sample_id"] == sid
     assert len(r.json()["top_k"]) == 5  # settings.api.top_k
@@ -117,3 +118,17 @@ def test_workspace_fixture_has_labels(api_workspace: Workspace):
     from flywheel.review import label_set
 
     assert label_set(api_workspace.db) == CLASSES
+
+
+def test_a_large_upload_is_served_and_stored_whole(client, keys, api_workspace):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (1000, 1000)).save(buf, format="PNG")  # served at the model's input size
+    r = _upload(client, keys.app, buf.getvalue())
+    assert r.status_code == 201, r.text
+    with api_workspace.db.session() as s:
+        sample = s.get(Sample, r.json()["sample_id"])
+        assert (sample.width, sample.height) == (1000, 1000)

@@ -48,8 +48,8 @@ def test_app_upload_goes_to_the_pool_and_reads_back(client, keys, make_png, api_
     assert {r.source for r in rows.values()} == {"upload:shop"}
     assert labels == 0  # an app's upload is unlabeled
 
-    # Metadata and bytes, for any key (here another tenant's app key).
-    meta = client.get(f"/v1/samples/{ids[1]}", headers=auth(keys.other_app))
+    # Metadata and bytes, for the tenant that sent them (others: test_sample_tenancy.py).
+    meta = client.get(f"/v1/samples/{ids[1]}", headers=auth(keys.app))
     assert meta.status_code == 200, meta.text
     assert meta.json()["format"] == "JPEG" and meta.json()["media_type"] == "image/jpeg"
     assert meta.json()["original_name"] == "b.jpg"
@@ -119,39 +119,49 @@ def test_engineer_labels_uploads_and_ingests_uris(client, keys, make_png, api_wo
     assert sample.split == "test" and sample.source == "upload:ml"
     assert (label.label, label.source) == ("7", "seed")
 
-    # Blob URIs: an allowed scheme is read; local paths and other schemes are refused.
+    # Blob URIs under the configured root are read; missing objects are listed as rejected.
     fs = fsspec.filesystem("memory")
-    root = f"/flywheel-test-{uuid.uuid4().hex}"
-    fs.pipe(f"{root}/a.png", make_png(21))
-    fs.pipe(f"{root}/b.png", make_png(22))
+    root = f"flywheel-test/{uuid.uuid4().hex}"  # under the test settings' uri_roots
+    fs.pipe(f"/{root}/a.png", make_png(21))
+    fs.pipe(f"/{root}/b.png", make_png(22))
     items = [
         {"uri": f"memory://{root}/a.png", "label": "2", "split": "pool"},
         {"uri": f"memory://{root}/b.png"},
-        {"uri": "file:///etc/passwd"},
-        {"uri": "ftp://example.com/x.png"},
         {"uri": f"memory://{root}/missing.png"},
     ]
     r = client.post("/v1/samples/uris", json={"items": items}, headers=auth(keys.engineer))
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["added"] == 2 and len(body["sample_ids"]) == 2
-    reasons = [x["reason"] for x in body["rejected"]]
-    assert len(reasons) == 3
-    assert "local paths" in reasons[0] and "'ftp'" in reasons[1] and "not found" in reasons[2]
+    assert [x["reason"] for x in body["rejected"]] == ["not found"]
     with api_workspace.db.session() as s:
         hidden = s.get(GroundTruth, body["sample_ids"][0])
         splits = set(s.scalars(select(Sample.split).where(Sample.id.in_(body["sample_ids"]))))
     assert hidden is not None and hidden.label == "2"  # a pool sample's label is kept aside
     assert splits == {"pool"}
 
-    # App keys: URIs without labels are fine; labels are not; all-rejected is a 422.
+    # A refused URI fails the whole request, naming its rule, and nothing is written.
+    before = _counts(api_workspace)
+    for uri, rule in (
+        ("file:///etc/passwd", "malformed"),
+        ("ftp://example.com/x.png", "scheme_not_allowed"),
+        (f"memory://elsewhere/{root}/c.png", "outside_roots"),
+    ):
+        bad = [{"uri": f"memory://{root}/c.png"}, {"uri": uri}]
+        r = client.post("/v1/samples/uris", json={"items": bad}, headers=auth(keys.engineer))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "uri_refused", uri
+        assert r.json()["error"]["details"] == [
+            {"item": 2, "rule": rule, "reason": r.json()["error"]["details"][0]["reason"]}
+        ]
+    assert _counts(api_workspace) == before
+
+    # App keys may not register URIs (ingest.app_keys_may_register_uris is off).
     r = client.post(
         "/v1/samples/uris", json={"items": [{"uri": items[1]["uri"]}]}, headers=auth(keys.app)
     )
-    assert r.status_code == 201 and r.json()["duplicates"] == [f"item 1: {items[1]['uri']}"]
-    r = client.post("/v1/samples/uris", json={"items": items[:1]}, headers=auth(keys.app))
     assert r.status_code == 403
-    r = client.post("/v1/samples/uris", json={"items": items[2:4]}, headers=auth(keys.app))
+    # Every object unreadable: 422.
+    r = client.post("/v1/samples/uris", json={"items": items[2:]}, headers=auth(keys.engineer))
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     for bad in (
         {"items": []},

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, insert
 
+from flywheel.config import Settings
 from flywheel.db import Label, ReviewItem, Sample
 from flywheel.workspace import Workspace
 from tests.web.conftest import queue_items
@@ -20,6 +22,15 @@ LABELED = 50_000
 OPEN_ITEMS = 5_000
 CHUNK = 10_000
 PAGES = ("/ui/review", "/ui/review?label=3", "/ui/")
+
+
+@pytest.fixture
+def web_settings(web_settings: Settings) -> Settings:
+    """Insights that never expire during the test: past ``web.insight_cache_seconds`` (which
+    filling a slow machine's database can take) a page refreshes them in a background thread,
+    whose statements would be counted against whichever page is being measured then."""
+    web = web_settings.web.model_copy(update={"insight_cache_seconds": 1e9})
+    return web_settings.model_copy(update={"web": web})
 
 
 def _fake_id(n: int) -> str:

@@ -83,7 +83,9 @@ def test_feedback_during_a_redis_outage_is_kept_and_reaches_the_next_cycle(
             ).all()
         predictions = []
         for sid, truth in pool:
-            r = api.post("/v1/predict", data={"sample_id": sid})
+            # The bytes, not the id: an app key sees only samples its tenant sent.
+            data = dep.ws.blobs.get(sid)
+            r = api.post("/v1/predict", files={"file": ("x.png", data, "image/png")})
             assert r.status_code == 201, r.text
             predictions.append((r.json(), truth))
 
