@@ -22,7 +22,7 @@ from flywheel import png_bands
 from flywheel.errors import InvalidInputError, UnsupportedMediaError
 
 FULL_DECODE_PIXELS = 1 << 20  # 4 MB as RGB in PIL
-BAND_PIXELS = 1 << 18  # pixels in one PNG band: with its copies, about 12 MB at most
+BAND_PIXELS = 1 << 18  # pixels in one PNG band (about 12 MB with its copies)
 # A large image is box-reduced to at least this many times its target before the final
 # resample: PIL's ``reducing_gap``, where 3 is close to resampling the whole image.
 REDUCING_GAP = 3

@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from flywheel import images
 from flywheel.errors import InvalidInputError
@@ -96,7 +96,7 @@ def _png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
 def test_a_large_truncated_png_is_rejected_without_a_whole_decode(monkeypatch) -> None:
     data = _png(np.zeros((1000, 1100), np.uint8))  # over FULL_DECODE_PIXELS: decoded in bands
     assert check(data).width == 1100
-    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded whole"))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded whole"))
     with pytest.raises(InvalidInputError, match="corrupt or truncated"):
         check(data[:-40])  # the end of the pixel data is cut off
 
