@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 
 from flywheel.config import IngestSettings
 from flywheel.errors import BusyError, InvalidInputError, NotFoundError
-from flywheel.remote_sources import RemoteObject, SourceRoot
+from flywheel.remote_sources import RemoteObject, SourceRoot, parse_root
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ def open_root_filesystem(root: SourceRoot, settings: IngestSettings) -> pafs.Fil
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
+def _client_key(root: SourceRoot) -> tuple[str, frozenset[tuple[str, str]]]:
+    return root.scheme, frozenset(root.options.items())
+
+
 class RemoteReader:
     """Reads ``RemoteObject``s on ``settings.remote_threads`` daemon threads.
 
@@ -75,7 +79,9 @@ class RemoteReader:
 
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
-        self._filesystems: dict[SourceRoot, pafs.FileSystem] = {}
+        self._filesystems: dict[tuple[str, frozenset[tuple[str, str]]], pafs.FileSystem] = {}
+        self._fs_lock = threading.Lock()
+        self._prepared = False
         self._jobs: queue.SimpleQueue[tuple[Future[bytes], RemoteObject] | None] = (
             queue.SimpleQueue()
         )
@@ -89,11 +95,20 @@ class RemoteReader:
         return self._pending
 
     def _filesystem(self, root: SourceRoot) -> pafs.FileSystem:
-        with self._lock:
-            fs = self._filesystems.get(root)
-            if fs is None:
-                fs = self._filesystems[root] = open_root_filesystem(root, self.settings)
-            return fs
+        # One client per set of options. pyarrow cannot create an S3 client while a request
+        # of another is in flight (a process-wide lock), so the configured roots' clients
+        # are all made at once, before the first read.
+        with self._fs_lock:
+            if not self._prepared:
+                self._prepared = True
+                for configured in map(parse_root, self.settings.uri_roots):
+                    key = _client_key(configured)
+                    if key not in self._filesystems:
+                        self._filesystems[key] = open_root_filesystem(configured, self.settings)
+            key = _client_key(root)
+            if key not in self._filesystems:
+                self._filesystems[key] = open_root_filesystem(root, self.settings)
+            return self._filesystems[key]
 
     def read(self, obj: RemoteObject) -> bytes:
         """One object's bytes, on the calling thread; ReadFailed with a safe reason."""

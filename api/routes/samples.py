@@ -193,7 +193,12 @@ async def _read_remote(ctx: ApiContext, objects: list[RemoteObject]) -> list[byt
     """Read on the remote pool, awaited here: no request thread waits on a remote."""
     futures = ctx.remote_reader.submit(objects)  # BusyError (503) when the queue is full
     waiting = [asyncio.wrap_future(f) for f in futures]
-    await asyncio.wait(waiting, timeout=ctx.settings.ingest.remote_total_timeout_s)
+    try:
+        await asyncio.wait(waiting, timeout=ctx.settings.ingest.remote_total_timeout_s)
+    except asyncio.CancelledError:  # the server is stopping: drop the reads still queued
+        for future in futures:
+            future.cancel()
+        raise
     out: list[bytes | Exception] = []
     for waited in waiting:
         if not waited.done():

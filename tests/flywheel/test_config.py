@@ -53,7 +53,7 @@ def test_bad_config_files_are_clear_errors(tmp_path: Path) -> None:
         load_settings(bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text("databse:\n  url: x\n")
-    with pytest.raises(SettingsError, match="setting databse .*Extra inputs are not permitted"):
+    with pytest.raises(SettingsError, match=r"setting databse .*Extra inputs are not permitted"):
         load_settings(typo)
 
 

@@ -131,7 +131,8 @@ def test_tampered_and_expired_cookies_are_refused(
     raw = {"Cookie": f"{COOKIE}={payload}.".encode() + b"\xe9"}  # not ASCII: a 303, not a 500
     assert engineer_client.get("/ui/", headers=raw, follow_redirects=False).status_code == 303
     secret = (web_settings.data_dir / SECRET_FILE).read_bytes().strip()
-    key_id = SessionSigner(secret, 60).verify(good)[0]  # type: ignore[index]
+    lifetime = web_settings.web.session_hours * 3600  # a shorter one refuses longer cookies
+    key_id = SessionSigner(secret, lifetime).verify(good)[0]  # type: ignore[index]
     expired = SessionSigner(secret, 60).issue(key_id, now=0.0)
     engineer_client.cookies.set(COOKIE, expired, path="/ui")
     r = engineer_client.get("/ui/", follow_redirects=False)
