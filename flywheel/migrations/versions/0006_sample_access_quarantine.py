@@ -48,9 +48,7 @@ def upgrade() -> None:
     }
     pairs |= set(
         bind.execute(
-            sa.text(
-                "SELECT DISTINCT sample_id, app_id FROM predictions WHERE app_id IS NOT NULL"
-            )
+            sa.text("SELECT DISTINCT sample_id, app_id FROM predictions WHERE app_id IS NOT NULL")
         )
     )
     if pairs:
@@ -64,6 +62,7 @@ def upgrade() -> None:
         op.bulk_insert(
             access, [{"sample_id": s, "tenant": t, "created_at": now} for s, t in sorted(pairs)]
         )
+
 
 def downgrade() -> None:
     op.drop_table("quarantine")

@@ -85,3 +85,33 @@ def test_existing_data_survives_upgrade(db_url: str) -> None:
         row = conn.execute(text("SELECT label, retracted, evidence FROM labels")).one()
     assert (row.label, bool(row.retracted), row.evidence) == ("cat", False, None)
     engine.dispose()
+
+
+def test_0006_gives_existing_samples_to_their_tenants(db_url: str) -> None:
+    """Samples uploaded or predicted before tenants were recorded stay visible to them."""
+    from sqlalchemy import text
+
+    engine = create_db_engine(db_url)
+    upgrade(engine, "0005")
+    with engine.begin() as conn:
+        for sid, source in (("s1", "upload:shop"), ("s2", "predict:kiosk"), ("s3", "digits")):
+            conn.execute(
+                text(
+                    "INSERT INTO samples (id, blob_uri, source, split, format, width, height,"
+                    " size_bytes, created_at) VALUES (:id, 'x', :source, 'pool', 'PNG', 8, 8,"
+                    " 10, CURRENT_TIMESTAMP)"
+                ),
+                {"id": sid, "source": source},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO predictions (id, sample_id, model_version, label, confidence,"
+                " top_k, app_id, created_at) VALUES ('p1', 's3', '1', 'a', 0.9, '[]', 'shop',"
+                " CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = set(conn.execute(text("SELECT sample_id, tenant FROM sample_access")))
+    assert rows == {("s1", "shop"), ("s2", "kiosk"), ("s3", "shop")}
+    engine.dispose()
