@@ -11,6 +11,7 @@ flight against those endpoints. Also times SIGTERM to exit with the registration
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -26,8 +27,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-import contextlib
 
 from tests.api.conftest import free_port  # noqa: E402
 from tests.endpoints import S3_ENV, black_hole, refusing_port  # noqa: E402
