@@ -27,6 +27,8 @@ from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.images import to_model_input
 
 HUMAN_SOURCES = (LabelSource.SEED.value, LabelSource.HUMAN.value, LabelSource.FEEDBACK.value)
+# The largest derived input size: the usual ImageNet input, for projects of large photos.
+MAX_DERIVED_SIZE = 224
 MAX_REASON = 300  # characters of a decoder's message kept in a quarantine reason
 
 
@@ -57,12 +59,14 @@ class ModelInput:
 def derive_input_size(dims: Iterable[tuple[int, int]]) -> int:
     """The square side for ``learning.image_size: null``: the longer side of the most
     common (width, height), so the typical image keeps every pixel; ties go to the smaller
-    shape. A few odd-sized uploads cannot move it."""
+    shape. A few odd-sized uploads cannot move it. Photos larger than
+    ``MAX_DERIVED_SIZE`` are brought down to it: a model's input, not the camera's, sets
+    the memory a cycle needs (set ``learning.image_size`` for more)."""
     counts = Counter(dims)
     if not counts:
         raise InvalidInputError("no samples to learn from")
     (w, h), _ = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return max(w, h)
+    return min(max(w, h), MAX_DERIVED_SIZE)
 
 
 def sample_input_size(db: Database, ids: list[str]) -> int:

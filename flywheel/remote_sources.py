@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from flywheel.errors import InvalidInputError
+from flywheel.text import is_safe_text
 
 # Bucket (host) part: what S3, GCS and Azure accept as a container name.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{0,221}$", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
-# Object keys: printable, no escapes (a %2F would hide a slash from the prefix match).
-_KEY_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f%\\?#]")
+# Object keys: no escapes (a %2F would hide a slash from the prefix match), no
+# backslashes; control characters are refused by the text rule (``flywheel.text``).
+_KEY_FORBIDDEN = re.compile(r"[%\\?#]")
 # Options an operator may give a root; everything else in a root's query is refused.
 ROOT_OPTIONS = frozenset(
     {"endpoint_override", "scheme", "region", "anonymous", "force_virtual_addressing"}
@@ -87,7 +89,7 @@ def _split(uri: str) -> tuple[str, str, str]:
         raise UriRefused("no_endpoint", "a URI may not name a port or an endpoint")
     if not _BUCKET.match(bucket):
         raise UriRefused("malformed", "invalid bucket name")
-    if _KEY_FORBIDDEN.search(key):
+    if _KEY_FORBIDDEN.search(key) or not is_safe_text(key):
         raise UriRefused("malformed", "an object key may not hold %, \\, ? or control characters")
     parts = key.split("/")
     if any(p in (".", "..") for p in parts):

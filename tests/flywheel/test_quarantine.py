@@ -64,6 +64,7 @@ def test_input_size_is_the_longer_side_of_the_most_common_shape() -> None:
     assert derive_input_size([(8, 8)] * 5 + [(9, 9)]) == 8
     assert derive_input_size([(32, 24)] * 3 + [(8, 8)] * 2) == 32
     assert derive_input_size([(9, 9), (8, 8)]) == 8  # a tie: the smaller shape
+    assert derive_input_size([(4000, 3000)] * 3) == 224  # photos: a model-sized input
     with pytest.raises(InvalidInputError, match="no samples"):
         derive_input_size([])
 

@@ -47,6 +47,7 @@ def test_accepts_objects_under_a_root_with_the_roots_options() -> None:
         ("s3://bucket/prefix//x.png", "malformed"),
         ("s3://bucket/", "malformed"),
         ("s3://bucket/prefix/x\x1b[31m.png", "malformed"),
+        ("s3://bucket/prefix/gnp.\u202ex.png", "malformed"),  # a bidi override
         ("s3://bu cket/prefix/x.png", "malformed"),
         ("bucket/prefix/x.png", "malformed"),
         ("S3://bucket/prefix/x.png", "malformed"),
