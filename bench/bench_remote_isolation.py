@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.api.conftest import free_port  # noqa: E402
-from tests.endpoints import S3_ENV, black_hole, refusing_port  # noqa: E402
+from tests.endpoints import S3_ENV, black_hole, refusing_port, wait_until_healthy  # noqa: E402
 from tests.test_serve_remote_isolation import _pending, _prepare, _root  # noqa: E402
 
 
@@ -80,12 +80,7 @@ def main() -> None:
             env=env,
         )
         try:
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+            wait_until_healthy(base, proc)
             _latencies(base, app_key, ids, 50)  # warm-up
             quiet = _latencies(base, app_key, ids, args.requests)
 

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from flywheel.config import Settings
 from flywheel.db import Sample
 from flywheel.workspace import Workspace, open_workspace
+from tests.endpoints import S3_ENV, S3Server, s3_server
 
 # The PostgreSQL server on loopback (trust auth). Each test gets its own schema in it.
 PG_URL = os.environ.get("FLYWHEEL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -92,3 +93,12 @@ def make_png() -> Callable[..., bytes]:
         return buf.getvalue()
 
     return make
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on loopback; the test process has its credentials."""
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    with s3_server() as server:
+        yield server

@@ -1,11 +1,13 @@
-"""Loopback endpoints for tests of remote reads: a real S3-compatible server (moto), a
-listener that records who connected, a black hole (accepts, never answers) and a port that
-refuses connections."""
+"""Loopback endpoints for tests of remote reads and of served processes: a real
+S3-compatible server (moto), a listener that records who connected, a black hole (accepts,
+never answers), a port that refuses connections, and a wait for a server's health."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -106,3 +108,19 @@ def black_hole() -> Iterator[Listener]:
 def refusing_port() -> int:
     """A loopback port nothing listens on: connections to it are refused at once."""
     return free_port()
+
+
+def wait_until_healthy(base: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Poll ``base``/healthz until the server ``proc`` answers (fails if it exits first)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("the server did not start")
+        time.sleep(0.2)

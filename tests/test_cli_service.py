@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from flywheel.cli import app
 from flywheel.config import Settings
 from flywheel.workspace import open_workspace
 from tests.api.conftest import free_port
+from tests.endpoints import wait_until_healthy
 
 runner = CliRunner()
 
@@ -65,15 +65,7 @@ def test_serve_answers_http_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(base, proc, 60)
         ready = httpx.get(f"{base}/readyz").json()
         assert ready["ready"] is False and ready["checks"]["model"]["ok"] is False
         assert ready["checks"]["database"]["ok"] is True

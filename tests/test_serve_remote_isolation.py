@@ -26,7 +26,7 @@ from flywheel.db import Feedback, Prediction
 from flywheel.workspace import open_workspace
 from tests.api.conftest import free_port
 from tests.conftest import sample_row
-from tests.endpoints import S3_ENV, black_hole, refusing_port
+from tests.endpoints import S3_ENV, black_hole, refusing_port, wait_until_healthy
 
 pytestmark = pytest.mark.integration
 REGISTRATIONS = 50
@@ -101,15 +101,7 @@ def test_stuck_registrations_starve_nothing_and_sigterm_stops(tmp_path: Path) ->
         engineer = {"Authorization": f"Bearer {engineer_key}"}
         pool = ThreadPoolExecutor(REGISTRATIONS)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "no start"
-                time.sleep(0.2)
+            wait_until_healthy(base, proc, 60)
 
             def register(i: int) -> int:
                 bucket = "hole" if i % 2 == 0 else "refused"

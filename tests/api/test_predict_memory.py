@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from flywheel.api_keys import create_key
 from flywheel.config import IngestSettings
 from flywheel.workspace import open_workspace
 from tests.api.conftest import ModelStore, api_settings_for, auth, free_port
+from tests.endpoints import wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -96,15 +96,7 @@ def server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(base, proc, 120)
         yield base, token, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -3,8 +3,6 @@ client built from settings, with remote errors kept to the server log."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -14,7 +12,7 @@ from flywheel.config import Settings
 from flywheel.db import Sample
 from flywheel.workspace import Workspace
 from tests.api.conftest import auth
-from tests.endpoints import S3_ENV, S3Server, black_hole, refusing_port, s3_server
+from tests.endpoints import black_hole, refusing_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +24,6 @@ def _with_ingest(settings: Settings, **ingest: object) -> Settings:
 def _n_samples(ws: Workspace) -> int:
     with ws.db.session() as s:
         return s.scalar(select(func.count()).select_from(Sample)) or 0
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    for name, value in S3_ENV.items():
-        monkeypatch.setenv(name, value)
-    with s3_server() as server:
-        yield server
 
 
 def _client(settings: Settings) -> TestClient:

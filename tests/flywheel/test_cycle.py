@@ -21,11 +21,6 @@ TINY = {
 }
 
 
-@pytest.fixture
-def tiny_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"learning": settings.learning.model_copy(update=TINY)})
-
-
 def ingest_digits(ws: Workspace, n: int = 400, labels_per_class: int = 4) -> None:
     plan = SplitPlan(labels_per_class=labels_per_class, test_fraction=0.3, seed=0)
     cands = digits_candidates()[:n]

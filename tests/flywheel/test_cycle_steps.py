@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, func, select
 
-from flywheel.config import Settings
 from flywheel.cycle import run_cycle, start_cycle
 from flywheel.cycle_data import CycleData, LabeledSet
 from flywheel.cycle_steps import (
@@ -32,28 +31,11 @@ from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learning import SelectionOutcome
 from flywheel.registry import ModelRegistry
 from flywheel.selection import Decision, SelectionResult
-from flywheel.workspace import Workspace, open_workspace
+from flywheel.workspace import Workspace
 from tests.conftest import sample_row
-from tests.flywheel.test_cycle import TINY, ingest_digits
+from tests.flywheel.test_cycle import ingest_digits
 
 N_DIGITS = 200
-
-
-@pytest.fixture
-def tiny_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"learning": settings.learning.model_copy(update=TINY)})
-
-
-@pytest.fixture
-def ws(tiny_settings: Settings) -> Any:
-    workspace = open_workspace(tiny_settings)
-    yield workspace
-    workspace.close()
-
-
-@pytest.fixture
-def registry(tiny_settings: Settings) -> ModelRegistry:
-    return ModelRegistry.from_settings(tiny_settings)
 
 
 def count(ws: Workspace, model: type, *where: Any) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -23,27 +22,10 @@ from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.ingest import Candidate, SplitPlan, ingest_candidates
 from flywheel.quarantine import list_quarantine, record, release
 from flywheel.registry import ModelRegistry
-from flywheel.workspace import Workspace, open_workspace
-from tests.flywheel.test_cycle import TINY, ingest_digits
+from flywheel.workspace import Workspace
+from tests.flywheel.test_cycle import ingest_digits
 
 N_DIGITS = 200
-
-
-@pytest.fixture
-def tiny_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"learning": settings.learning.model_copy(update=TINY)})
-
-
-@pytest.fixture
-def ws(tiny_settings: Settings) -> Any:
-    workspace = open_workspace(tiny_settings)
-    yield workspace
-    workspace.close()
-
-
-@pytest.fixture
-def registry(tiny_settings: Settings) -> ModelRegistry:
-    return ModelRegistry.from_settings(tiny_settings)
 
 
 def add(ws: Workspace, data: bytes, label: str | None = None, split: str | None = None) -> str:

@@ -3,25 +3,15 @@ a refusing port. Reads end by their own timeouts and say nothing about the remot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from flywheel.config import IngestSettings
 from flywheel.errors import BusyError, NotFoundError
 from flywheel.remote_reads import ReadFailed, RemoteReader
 from flywheel.remote_sources import RemoteSourcePolicy
-from tests.endpoints import S3_ENV, S3Server, black_hole, refusing_port, s3_server
+from tests.endpoints import S3Server, black_hole, refusing_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    for name, value in S3_ENV.items():
-        monkeypatch.setenv(name, value)
-    with s3_server() as server:
-        yield server
 
 
 def _root(port: int) -> str:
