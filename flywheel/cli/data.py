@@ -15,6 +15,7 @@ from flywheel.cli.common import (
     TestOpt,
     console,
     progress_bar,
+    shown,
     workspace,
 )
 from flywheel.dataset_versions import VersionDiff, VersionInfo
@@ -45,7 +46,7 @@ def print_report(report: IngestReport, max_rejections: int = 20) -> None:
     if report.rejected:
         table = Table("file", "reason", title="rejected")
         for r in report.rejected[:max_rejections]:
-            table.add_row(r.name, r.reason)
+            table.add_row(shown(r.name), shown(r.reason))
         console.print(table)
         if len(report.rejected) > max_rejections:
             console.print(f"... and {len(report.rejected) - max_rejections} more")
@@ -222,7 +223,7 @@ def data_quarantine(
     table = Table("sample", "reason", "cycle", "since", title=f"quarantine ({total})")
     for q in items:
         cycle = str(q.cycle_id) if q.cycle_id is not None else "-"
-        table.add_row(q.sample_id, q.reason, cycle, f"{q.created_at:%Y-%m-%d %H:%M:%S}")
+        table.add_row(q.sample_id, shown(q.reason), cycle, f"{q.created_at:%Y-%m-%d %H:%M:%S}")
     console.print(table)
     if total > len(items):
         console.print(f"... and {total - len(items)} more (--limit)")
