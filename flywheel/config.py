@@ -137,9 +137,10 @@ class IngestSettings(BaseModel):
     remote_read_timeout_s: float = Field(default=15.0, gt=0.0)
     remote_attempts: int = Field(default=2, ge=1, le=10)
     remote_total_timeout_s: float = Field(default=60.0, gt=0.0)
-    # Remote reads for HTTP registrations run on this many threads, never on the threads
-    # that serve predict, feedback and health; registrations past ``remote_queue`` waiting
-    # get 503 instead of queueing without bound.
+    # Remote reads for HTTP registrations run on this many threads per source root (a dead
+    # store stalls only its own reads), never on the threads that serve predict, feedback
+    # and health; registrations past ``remote_queue`` waiting get 503 instead of queueing
+    # without bound.
     remote_threads: int = Field(default=4, ge=1, le=64)
     remote_queue: int = Field(default=64, ge=1)
     # Samples written per transaction: bounds memory and the work lost to a crash.

@@ -1,9 +1,10 @@
 """Reading remote objects with bounded time, bounded threads and nothing echoed back.
 
 Every read has a connect timeout, a read timeout and a retry budget given to the storage
-client itself, and runs on a small pool of daemon threads with a bounded queue. A black-hole
-endpoint can therefore hold at most ``remote_threads`` threads for at most one read's budget,
-never a thread that serves predict, feedback or health, and never the process's exit.
+client itself, and runs on a few daemon threads of its source root, with one bounded queue
+for all. A black-hole endpoint can therefore hold at most its root's ``remote_threads``
+threads for at most one read's budget: never another root's, never a thread that serves
+predict, feedback or health, and never the process's exit.
 Failures come back as short generic reasons; the client library's own text (hosts, ports,
 account ids) goes to the server log only.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pyarrow.fs as pafs
@@ -70,11 +71,22 @@ def _client_key(root: SourceRoot) -> tuple[str, frozenset[tuple[str, str]]]:
     return root.scheme, frozenset(root.options.items())
 
 
+@dataclass
+class _Lane:
+    """The reads of one source root, on threads of its own: a dead root stalls only itself."""
+
+    jobs: queue.SimpleQueue[tuple[Future[bytes], RemoteObject] | None] = field(
+        default_factory=queue.SimpleQueue
+    )
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
 class RemoteReader:
-    """Reads ``RemoteObject``s on ``settings.remote_threads`` daemon threads.
+    """Reads ``RemoteObject``s on ``settings.remote_threads`` daemon threads per source root.
 
     ``submit`` refuses (BusyError) rather than queue more than ``settings.remote_queue``
-    reads; the threads start on first use, so processes that never read remotely have none.
+    reads in all; threads start on first use, so processes that never read remotely have
+    none.
     """
 
     def __init__(self, settings: IngestSettings) -> None:
@@ -82,12 +94,9 @@ class RemoteReader:
         self._filesystems: dict[tuple[str, frozenset[tuple[str, str]]], pafs.FileSystem] = {}
         self._fs_lock = threading.Lock()
         self._prepared = False
-        self._jobs: queue.SimpleQueue[tuple[Future[bytes], RemoteObject] | None] = (
-            queue.SimpleQueue()
-        )
+        self._lanes: dict[SourceRoot, _Lane] = {}
         self._lock = threading.Lock()
         self._pending = 0  # queued or running
-        self._threads: list[threading.Thread] = []
 
     @property
     def pending(self) -> int:
@@ -141,24 +150,25 @@ class RemoteReader:
             if self._pending + len(objects) > self.settings.remote_queue:
                 raise BusyError(f"{self._pending} remote reads are in progress; try again shortly")
             self._pending += len(objects)
-            self._start_threads()
+            lanes = [self._lane(obj.root) for obj in objects]
         futures: list[Future[bytes]] = []
-        for obj in objects:
+        for obj, lane in zip(objects, lanes, strict=True):
             future: Future[bytes] = Future()
             futures.append(future)
-            self._jobs.put((future, obj))
+            lane.jobs.put((future, obj))
         return futures
 
-    def _start_threads(self) -> None:
-        while len(self._threads) < self.settings.remote_threads:
-            t = threading.Thread(
-                target=self._work, name=f"remote-read-{len(self._threads)}", daemon=True
-            )
+    def _lane(self, root: SourceRoot) -> _Lane:
+        lane = self._lanes.setdefault(root, _Lane())
+        while len(lane.threads) < self.settings.remote_threads:
+            name = f"remote-read-{root.bucket}-{len(lane.threads)}"
+            t = threading.Thread(target=self._work, args=(lane,), name=name, daemon=True)
             t.start()
-            self._threads.append(t)
+            lane.threads.append(t)
+        return lane
 
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+    def _work(self, lane: _Lane) -> None:
+        while (job := lane.jobs.get()) is not None:
             future, obj = job
             try:
                 if future.set_running_or_notify_cancel():  # skipped if its caller gave up
@@ -170,23 +180,10 @@ class RemoteReader:
                 with self._lock:
                     self._pending -= 1
 
-    def read_all(self, objects: Sequence[RemoteObject]) -> list[bytes | Exception]:
-        """Blocking form for the CLI: each object's bytes or its failure, in order."""
-        futures = self.submit(objects)
-        out: list[bytes | Exception] = []
-        end = time.monotonic() + self.settings.remote_total_timeout_s
-        for future in futures:
-            try:
-                out.append(future.result(timeout=max(0.0, end - time.monotonic())))
-            except TimeoutError:
-                future.cancel()
-                out.append(ReadFailed("timed out"))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
     def close(self) -> None:
         """Let idle threads end; a thread stuck in a read is a daemon and ends with it."""
-        for _ in self._threads:
-            self._jobs.put(None)
-        self._threads.clear()
+        with self._lock:
+            for lane in self._lanes.values():
+                for _ in lane.threads:
+                    lane.jobs.put(None)
+            self._lanes.clear()

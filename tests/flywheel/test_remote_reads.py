@@ -32,7 +32,8 @@ def test_reads_objects_under_a_root(s3: S3Server) -> None:
         reader.read(policy.check("s3://bkt/imgs/missing.png"))
     with pytest.raises(ReadFailed, match="over the 1000-byte limit"):  # refused before GET
         reader.read(policy.check("s3://bkt/imgs/big.png"))
-    assert reader.read_all([policy.check("s3://bkt/imgs/a.png")]) == [b"\x89PNG bytes"]
+    (future,) = reader.submit([policy.check("s3://bkt/imgs/a.png")])
+    assert future.result(timeout=60) == b"\x89PNG bytes"
     reader.close()
 
 
@@ -76,4 +77,27 @@ def test_a_full_queue_refuses_instead_of_growing() -> None:
             with pytest.raises(ReadFailed):
                 f.result(timeout=30)
         assert reader.pending == 0
+        reader.close()
+
+
+def test_a_dead_root_stalls_only_its_own_reads() -> None:
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("/flywheel-lanes/ok.png", b"fine")
+    with black_hole() as hole:
+        ingest = IngestSettings(
+            uri_roots=[_root(hole.port), "memory://flywheel-lanes"],
+            remote_threads=1,
+            remote_connect_timeout_s=1,
+            remote_read_timeout_s=20,  # the black hole holds its root's one thread meanwhile
+            remote_attempts=1,
+        )
+        policy = RemoteSourcePolicy(ingest.uri_roots, ingest.uri_schemes)
+        reader = RemoteReader(ingest)
+        stuck = reader.submit([policy.check("s3://bkt/imgs/a.png")] * 2)
+        (ok,) = reader.submit([policy.check("memory://flywheel-lanes/ok.png")])
+        assert ok.result(timeout=15) == b"fine"  # well before the black hole's read ends
+        assert not any(f.done() for f in stuck)
+        for f in stuck:
+            f.cancel()
         reader.close()
