@@ -144,6 +144,22 @@ def to_model_input(data: bytes, size: int, channels: int, policy: str = "stretch
     )  # a writable copy: torch.from_numpy needs one
 
 
+def decode_for_display(data: bytes, longest: int, mode: str = "RGB") -> Image.Image:
+    """``data`` in ``mode``, for showing at most ``longest`` pixels on its longer side: a
+    large image is reduced while it is decoded (as for ``to_model_input``), at least
+    ``REDUCING_GAP`` times the target so a final resize still looks smooth."""
+    with Image.open(io.BytesIO(data)) as header:
+        width, height = header.size
+    img, box = _decode_reduced(data, mode, longest, "pad")
+    if box is None:
+        return img
+    img = img.crop((0, 0, max(1, math.floor(box[2])), max(1, math.floor(box[3]))))
+    # The two sides may have been reduced by different whole factors: restore the aspect.
+    scale = max(img.size) / max(width, height)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return img if img.size == shape else img.resize(shape, Image.Resampling.BILINEAR)
+
+
 def _reduction(
     width: int, height: int, size: int, policy: str
 ) -> tuple[tuple[int, int, int, int], tuple[int, int]]:

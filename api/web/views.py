@@ -23,7 +23,7 @@ from api.web.queries import CycleRow
 from api.web.state import Computed, WebState
 from flywheel.db.models import ReviewState
 from flywheel.errors import NotFoundError
-from flywheel.images import decode_image
+from flywheel.images import decode_for_display
 from flywheel.registry import ModelVersion
 from flywheel.review import ReviewPage, list_review
 
@@ -54,7 +54,7 @@ def optional(module: str) -> Any:
 def thumbnail_png(data: bytes, size: int) -> bytes:
     """A PNG whose longer side is ``size``: small images are scaled up by a whole factor
     with nearest-neighbour (so an 8x8 digit shows crisp pixels), large ones down smoothly."""
-    img = decode_image(data, "RGB")
+    img = decode_for_display(data, size)  # a large upload is never decoded whole
     longer = max(img.size)
     if longer < size:
         factor = max(1, size // longer)

@@ -134,3 +134,22 @@ def test_a_large_image_reaches_the_model_close_to_a_whole_resize(
 def test_unknown_resize_policy_is_refused(make_png) -> None:
     with pytest.raises(InvalidInputError, match="unknown resize policy"):
         to_model_input(make_png(1), 8, 1, "squash")
+
+
+def test_display_decoding_reduces_large_images_on_the_way(monkeypatch) -> None:
+    data = _png(_smooth(1500, 1000))  # 1.5 MP: over FULL_DECODE_PIXELS
+    loaded: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(self: ImageFile.ImageFile):  # type: ignore[no-untyped-def]
+        loaded.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    img = images.decode_for_display(data, 100)
+    assert loaded and max(w * h for w, h in loaded) < 1000 * 1500  # bands, never whole
+    # Reduced by whole factors to at least REDUCING_GAP x the target, aspect kept.
+    assert 300 <= max(img.size) < 1500 and abs(img.width / img.height - 1000 / 1500) < 0.02
+    monkeypatch.undo()
+    small = _png(_smooth(40, 30))
+    assert images.decode_for_display(small, 100).size == (30, 40)  # small: as decoded
