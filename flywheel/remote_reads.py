@@ -170,15 +170,19 @@ class RemoteReader:
     def _work(self, lane: _Lane) -> None:
         while (job := lane.jobs.get()) is not None:
             future, obj = job
-            try:
-                if future.set_running_or_notify_cancel():  # skipped if its caller gave up
-                    try:
-                        future.set_result(self.read(obj))
-                    except Exception as exc:
-                        future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
+            run = future.set_running_or_notify_cancel()  # False: its caller gave up
+            outcome: bytes | Exception = b""
+            if run:
+                try:
+                    outcome = self.read(obj)
+                except Exception as exc:
+                    outcome = exc
+            with self._lock:  # before the caller can see the outcome: pending is exact
+                self._pending -= 1
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            elif run:
+                future.set_result(outcome)
 
     def close(self) -> None:
         """Let idle threads end; a thread stuck in a read is a daemon and ends with it."""

@@ -64,20 +64,21 @@ def test_a_full_queue_refuses_instead_of_growing() -> None:
             remote_threads=1,
             remote_queue=2,
             remote_connect_timeout_s=1,
-            remote_read_timeout_s=3,  # the two reads stay pending while the test looks
+            remote_read_timeout_s=60,  # both reads stay pending until the hole closes
             remote_attempts=1,
-            remote_total_timeout_s=30,
+            remote_total_timeout_s=120,
         )
         obj = policy.check("s3://bkt/imgs/a.png")
         first = reader.submit([obj, obj])
         assert reader.pending == 2
         with pytest.raises(BusyError):
             reader.submit([obj])
-        for f in first:
-            with pytest.raises(ReadFailed):
-                f.result(timeout=30)
-        assert reader.pending == 0
-        reader.close()
+    # The endpoint is gone: the reads fail at once, and the queue is empty again.
+    for f in first:
+        with pytest.raises(ReadFailed):
+            f.result(timeout=60)
+    assert reader.pending == 0
+    reader.close()
 
 
 def test_a_dead_root_stalls_only_its_own_reads() -> None:
