@@ -34,11 +34,11 @@ from api.routes import (
 )
 from flywheel import __version__
 from flywheel.config import Settings
-from flywheel.feedback import FeedbackWriter
-from flywheel.registry import ModelRegistry
-from flywheel.remote_reads import RemoteReader
-from flywheel.remote_sources import RemoteSourcePolicy
-from flywheel.serving import ChampionCache
+from flywheel.feedback.writer import FeedbackWriter
+from flywheel.learn.registry import ModelRegistry
+from flywheel.serve.serving import ChampionCache
+from flywheel.store.remote_reads import RemoteReader
+from flywheel.store.remote_sources import RemoteSourcePolicy
 from flywheel.workspace import open_workspace
 
 DESCRIPTION = """

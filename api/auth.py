@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.context import ApiContext
-from flywheel.api_keys import AuthenticationError, KeyInfo
 from flywheel.errors import ForbiddenError
+from flywheel.serve.api_keys import AuthenticationError, KeyInfo
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `flywheel keys create`")
 header_key = APIKeyHeader(name="X-API-Key", auto_error=False)

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 from api.cycle_runner import BrokerCycleRunner, CycleRunner
 from api.metrics import Metrics
-from flywheel.api_keys import AuthenticationError, KeyInfo, authenticate
 from flywheel.config import Settings
-from flywheel.feedback import FeedbackWriter
-from flywheel.registry import ModelRegistry
-from flywheel.remote_reads import RemoteReader
-from flywheel.remote_sources import RemoteSourcePolicy
-from flywheel.review import label_set
-from flywheel.serving import ChampionCache
+from flywheel.feedback.review import label_set
+from flywheel.feedback.writer import FeedbackWriter
+from flywheel.learn.registry import ModelRegistry
+from flywheel.serve.api_keys import AuthenticationError, KeyInfo, authenticate
+from flywheel.serve.serving import ChampionCache
+from flywheel.store.remote_reads import RemoteReader
+from flywheel.store.remote_sources import RemoteSourcePolicy
 from flywheel.workspace import Workspace
 
 

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from contextlib import ExitStack, suppress
 
 from flywheel.config import LearningSettings, Settings
-from flywheel.cycle import run_cycle, start_cycle
-from flywheel.cycle_guard import exclusive_cycles, holder_id
-from flywheel.cycle_lease import current
-from flywheel.cycle_requests import feedback_trigger_due, request_cycle
+from flywheel.cycle.guard import exclusive_cycles, holder_id
+from flywheel.cycle.lease import current
+from flywheel.cycle.requests import feedback_trigger_due, request_cycle
+from flywheel.cycle.runner import run_cycle, start_cycle
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace
 
 log = logging.getLogger("flywheel.api.cycles")
@@ -113,7 +113,7 @@ class CycleRunner:
         if feedback_trigger_due(self.ws, self.settings.triggers.feedback_count):
             trigger = "feedback"
         elif self._drift.due():
-            from flywheel.drift import measure_drift
+            from flywheel.insights.drift import measure_drift
 
             report = measure_drift(self.ws, self.registry, self.settings.drift)
             trigger = "drift" if report is not None and report.drifted else None
@@ -205,7 +205,7 @@ class BrokerCycleRunner:
 
     def tick(self) -> None:
         if self._drift.due():
-            from flywheel.drift import check_drift_and_trigger
+            from flywheel.insights.drift import check_drift_and_trigger
 
             check_drift_and_trigger(self.ws, self.registry, self.settings)
         self._relay_and_trigger(self.ws, self.settings)

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from flywheel.api_keys import AuthenticationError
 from flywheel.errors import (
     BusyError,
     ConflictError,
@@ -26,8 +25,9 @@ from flywheel.errors import (
     NotFoundError,
     UnsupportedMediaError,
 )
-from flywheel.feedback import IdempotencyMismatchError
-from flywheel.serving import NoModelError
+from flywheel.feedback.writer import IdempotencyMismatchError
+from flywheel.serve.api_keys import AuthenticationError
+from flywheel.serve.serving import NoModelError
 from flywheel.text import UNSAFE_CHARS
 
 log = logging.getLogger("flywheel.api")

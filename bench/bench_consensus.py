@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from flywheel.config import ConsensusSettings
-from flywheel.consensus import ItemConsensus, Vote, dawid_skene, majority_vote
+from flywheel.feedback.consensus import ItemConsensus, Vote, dawid_skene, majority_vote
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 10

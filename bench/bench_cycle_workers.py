@@ -12,7 +12,7 @@ and each path, on a fresh data dir: ``flywheel ingest digits``, then ``flywheel 
 
 Every child process is the real ``flywheel`` CLI, started through this file's ``child``
 mode, which only wraps functions with timers before handing over to the CLI: the four step
-functions (``flywheel.cycle_steps.run_*_step``, as called by both ``flywheel.cycle.run_cycle``
+functions (``flywheel.cycle.steps_all.run_*_step``, as called by both ``flywheel.cycle.runner.run_cycle``
 and ``workers.tasks``), the worker's task body (``workers.tasks._run_step``), and the CLI's
 per-cycle calls (``run_cycle``; ``queue_cycle`` .. ``wait_for_cycle``). Each call appends
 one JSON line (wall clock, pid) to a log, so the broker's overhead splits into: enqueue
@@ -119,8 +119,8 @@ def _timed(kind: str, name: str, fn: Any, cycle_arg: int | None) -> Any:
 def install_timers() -> None:
     """Wrap the step functions where both paths look them up, then the per-cycle calls."""
     import flywheel.cli.cycles as cli_cycles
-    import flywheel.cycle as cycle
-    import flywheel.cycle_steps as steps
+    import flywheel.cycle.runner as cycle
+    import flywheel.cycle.steps_all as steps
     import workers.tasks as tasks
 
     for step in STEPS:

@@ -33,14 +33,14 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 from flywheel.config import DriftSettings
-from flywheel.drift import (
+from flywheel.insights.drift import (
     knn_distance_ratio,
     median_gamma,
     mmd_permutation_p_value,
     mmd_rbf,
 )
-from flywheel.ssl import embed
-from flywheel.training import TrainConfig, train_classifier
+from flywheel.learn.ssl import embed
+from flywheel.learn.training import TrainConfig, train_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 

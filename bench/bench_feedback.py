@@ -104,8 +104,8 @@ def patch_stub_writer() -> None:
     cost; nothing is written, so the durability check does not apply)."""
     from concurrent.futures import Future
 
-    from flywheel import feedback as fb
     from flywheel.db.models import utcnow
+    from flywheel.feedback import writer as fb
 
     def submit(self, requests):  # type: ignore[no-untyped-def]
         futures = []
@@ -140,7 +140,7 @@ def flywheel_app():  # type: ignore[no-untyped-def]
 
     from api.app import create_app
     from flywheel.config import load_settings
-    from flywheel.feedback import FeedbackWriter
+    from flywheel.feedback.writer import FeedbackWriter
 
     stats: dict[str, float] = {
         "commits": 0, "items": 0, "commit_s": 0.0, "max_batch": 0, "max_commit_s": 0.0
@@ -281,13 +281,13 @@ def prepare(data_dir: Path, db_url: str | None, n_predictions: int) -> tuple[str
     import torch
     from sqlalchemy import select
 
-    from flywheel.api_keys import create_key
     from flywheel.config import Settings
     from flywheel.db import Sample
-    from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
-    from flywheel.models import Classifier, build_backbone
-    from flywheel.registry import ModelRegistry
-    from flywheel.serving import ChampionCache, predict_sample
+    from flywheel.learn.backbones import Classifier, build_backbone
+    from flywheel.learn.registry import ModelRegistry
+    from flywheel.serve.api_keys import create_key
+    from flywheel.serve.serving import ChampionCache, predict_sample
+    from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
     from flywheel.workspace import open_workspace
 
     settings = Settings(data_dir=data_dir, database={"url": db_url})

@@ -20,7 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from flywheel.config import Settings
-from flywheel.ingest import SplitPlan, imagefolder_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, imagefolder_candidates, ingest_candidates
 from flywheel.workspace import open_workspace
 
 

@@ -1,12 +1,12 @@
 """Label audit: our confident learning against cleanlab's, on digits with flipped labels.
 
 The 1,797 sklearn digits get 5 % or 10 % of their labels flipped to a random other class
-(seeds 0-4). Out-of-sample probabilities come from ``flywheel.label_audit.
+(seeds 0-4). Out-of-sample probabilities come from ``flywheel.insights.label_audit.
 out_of_sample_probs`` (5-fold logistic regression) on two feature sets: the 64 pixels, and
 the flywheel's ``pca`` embedding (PCA-32 of the pixels, unit rows). Both detectors get the
 same probabilities:
 
-- ``flywheel``: ``flywheel.label_audit.find_label_issues``;
+- ``flywheel``: ``flywheel.insights.label_audit.find_label_issues``;
 - ``cleanlab``: ``cleanlab.filter.find_label_issues`` (default ``prune_by_noise_rate``),
   with ``n_jobs=1`` and with its default (all cores, multiprocessing);
 - two simple baselines: argmax != given, and the lowest self-confidence ranks cut at the
@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from flywheel.label_audit import find_label_issues, out_of_sample_probs, self_confidence
+from flywheel.insights.label_audit import find_label_issues, out_of_sample_probs, self_confidence
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 10

@@ -33,11 +33,11 @@ from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 from sklearn.svm import SVC
 
 from flywheel.config import LearningSettings, Settings
-from flywheel.cycle import run_cycle
-from flywheel.ingest import Candidate, ingest_candidates
-from flywheel.learning import augmentations, classifier_probs
-from flywheel.registry import ModelRegistry
-from flywheel.training import TrainConfig, train_classifier
+from flywheel.cycle.runner import run_cycle
+from flywheel.learn.recipe import augmentations, classifier_probs
+from flywheel.learn.registry import ModelRegistry
+from flywheel.learn.training import TrainConfig, train_classifier
+from flywheel.store.ingest import Candidate, ingest_candidates
 from flywheel.workspace import open_workspace
 
 

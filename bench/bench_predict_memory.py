@@ -58,9 +58,9 @@ def measure(path: str, side: int) -> dict[str, float]:
     import torch
 
     from flywheel.config import IngestSettings
-    from flywheel.images import decode_image, inspect_image, to_model_input
-    from flywheel.models import Classifier, build_backbone
-    from flywheel.serving import ServingModel, classify
+    from flywheel.learn.backbones import Classifier, build_backbone
+    from flywheel.serve.serving import ServingModel, classify
+    from flywheel.store.images import decode_image, inspect_image, to_model_input
 
     torch.manual_seed(0)
     model = Classifier(build_backbone("small_cnn", 1, None, width=32), 10).eval()

@@ -61,8 +61,8 @@ def _rss_mib() -> float:
 def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
     import faiss
 
-    from flywheel.embedding_index import build_index, search
-    from flywheel.selection import SelectionConfig, select_pseudo_labels
+    from flywheel.learn.index import build_index, search
+    from flywheel.select.calibrated import SelectionConfig, select_pseudo_labels
 
     faiss.omp_set_num_threads(threads)
     pool, _, labeled, lab_y = _data(n, n_labeled)
@@ -71,8 +71,8 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
     build_s = 0.0
     if method == "numpy":
         _, ids = _numpy_knn(pool, labeled, k)
-    elif method == "agreement":  # the cycle's default strategy (flywheel.agreement)
-        from flywheel.agreement import AgreementConfig, select_by_agreement
+    elif method == "agreement":  # the cycle's default strategy (flywheel.select.agreement)
+        from flywheel.select.agreement import AgreementConfig, select_by_agreement
 
         rng = np.random.default_rng(1)
         logits = rng.normal(size=(n, CLASSES)).astype(np.float32)

@@ -30,8 +30,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from flywheel.api_keys import create_key  # noqa: E402
 from flywheel.config import Settings  # noqa: E402
+from flywheel.serve.api_keys import create_key  # noqa: E402
 from flywheel.workspace import open_workspace  # noqa: E402
 from tests.api.conftest import add_digits  # noqa: E402
 from tests.conftest import PG_URL, postgres_schema_url  # noqa: E402

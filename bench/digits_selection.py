@@ -23,7 +23,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from flywheel.selection import Decision, SelectionConfig, select_pseudo_labels
+from flywheel.select.calibrated import Decision, SelectionConfig, select_pseudo_labels
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -4,11 +4,11 @@ Protocol: sklearn digits as the project stores them (uint8 = round(x * 255 / 16)
 stratified test split (random_state=seed), the rest is the pool; N labels per class drawn
 from the pool with the same seed. Per seed:
 
-1. self-supervised training on the whole pool (``flywheel.ssl.train_ssl``), cached through
+1. self-supervised training on the whole pool (``flywheel.learn.ssl.train_ssl``), cached through
    its own checkpoint directory, so a rerun costs nothing;
 2. the embedding report: kNN quality of SSL features vs raw pixels vs PCA;
 3. per labels-per-class: cycle 0 trains on the labels only; each later cycle embeds the
-   pool, selects pseudo-labels with an in-script stand-in for ``flywheel.selection``
+   pool, selects pseudo-labels with an in-script stand-in for ``flywheel.select.calibrated``
    (classifier probability x agreement of the k nearest labeled/accepted neighbours,
    class-balanced, a growing share per cycle) and retrains on labels + pseudo-labels.
 
@@ -40,9 +40,9 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from flywheel.models import AugmentConfig
-from flywheel.ssl import SSLConfig, embed, train_ssl
-from flywheel.training import TrainConfig, evaluate, train_classifier
+from flywheel.learn.backbones import AugmentConfig
+from flywheel.learn.ssl import SSLConfig, embed, train_ssl
+from flywheel.learn.training import TrainConfig, evaluate, train_classifier
 
 NUM_CLASSES = 10
 DIGIT_STRONG = AugmentConfig.for_digits("strong")
@@ -104,7 +104,7 @@ def knn_votes(
 def select(
     probs: np.ndarray, votes: np.ndarray, share: float, labeled: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stand-in for flywheel.selection: class-balanced top ``share`` by combined confidence.
+    """Stand-in for flywheel.select.calibrated: class-balanced top ``share`` by combined confidence.
 
     A pool sample qualifies when the classifier and its neighbours agree on the class; its
     confidence is the geometric mean of the two; per class the top ``share`` of an equal

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from flywheel.config import Settings
-from flywheel.cycle import run_cycle
-from flywheel.cycle_data import load_cycle_data
-from flywheel.embeddings import EmbeddingCache, choose_embedding
-from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
-from flywheel.learning import classifier_probs, pseudo_anchors, train_ssl_backbone
-from flywheel.registry import ModelRegistry
+from flywheel.cycle.runner import run_cycle
+from flywheel.learn.data import load_cycle_data
+from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
+from flywheel.learn.recipe import classifier_probs, pseudo_anchors, train_ssl_backbone
+from flywheel.learn.registry import ModelRegistry
+from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import open_workspace
 
 

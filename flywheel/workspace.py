@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.blobstore import BlobStore
 from flywheel.config import Settings
-from flywheel.dataset_versions import DatasetVersions
+from flywheel.datasets.versions import DatasetVersions
 from flywheel.db import Database, open_database
+from flywheel.store.blobs import BlobStore
 
 # Marks a folder as a Flywheel data dir, so `--fresh` never wipes a folder it did not make.
 MARKER = ".flywheel"

@@ -109,7 +109,7 @@ def test_cycle_and_models_commands(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "champion" in r.output and "challenger" in r.output
     # Hand-promote version 2 whatever the gate said, then roll back to version 1.
     from flywheel.config import load_settings
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(load_settings(cfg))
     if registry.champion().version != "2":

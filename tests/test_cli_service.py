@@ -12,9 +12,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from flywheel.api_keys import AuthenticationError, authenticate
 from flywheel.cli import app
 from flywheel.config import Settings
+from flywheel.serve.api_keys import AuthenticationError, authenticate
 from flywheel.workspace import open_workspace
 from tests.api.conftest import free_port
 from tests.endpoints import wait_until_healthy

@@ -10,11 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner
 
-from flywheel.api_keys import create_key
 from flywheel.cli import app
 from flywheel.cli.common import shown
 from flywheel.config import Settings
 from flywheel.db import ApiKey, Feedback, Prediction
+from flywheel.serve.api_keys import create_key
 from flywheel.text import printable
 from flywheel.workspace import open_workspace
 from tests.conftest import sample_row

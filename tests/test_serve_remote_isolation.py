@@ -20,9 +20,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from flywheel.api_keys import create_key
 from flywheel.config import Settings
 from flywheel.db import Feedback, Prediction
+from flywheel.serve.api_keys import create_key
 from flywheel.workspace import open_workspace
 from tests.api.conftest import free_port
 from tests.conftest import sample_row

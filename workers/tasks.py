@@ -2,8 +2,8 @@
 
 A cycle is the chain ``consensus (cpu) -> select (gpu) -> train (gpu) -> finish (cpu)``
 (:func:`cycle_chain`). Each task re-reads the cycle from the database, holds the cycle
-and step leases while it runs (:func:`flywheel.cycle_requests.claim_step`), and calls the
-idempotent step of :mod:`flywheel.cycle_steps`, so a redelivered task never duplicates
+and step leases while it runs (:func:`flywheel.cycle.requests.claim_step`), and calls the
+idempotent step of :mod:`flywheel.cycle.steps_all`, so a redelivered task never duplicates
 labels, dataset versions or models.
 
 Errors: transient ones (database or broker unreachable, another copy of the step still
@@ -27,8 +27,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from flywheel.config import Settings
-from flywheel.cycle import fail_cycle
-from flywheel.cycle_requests import (
+from flywheel.cycle.outbox import backoff_s, relay
+from flywheel.cycle.requests import (
     CYCLE_TOPIC,
     CycleGoneError,
     StepBusyError,
@@ -37,7 +37,8 @@ from flywheel.cycle_requests import (
     release_cycle,
     request_cycle,
 )
-from flywheel.cycle_steps import (
+from flywheel.cycle.runner import fail_cycle
+from flywheel.cycle.steps_all import (
     run_consensus_step,
     run_finish_step,
     run_select_step,
@@ -45,8 +46,7 @@ from flywheel.cycle_steps import (
     update_cycle,
 )
 from flywheel.errors import ConflictError
-from flywheel.outbox import backoff_s, relay
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace, open_workspace
 
 log = logging.getLogger("flywheel.workers")
@@ -230,7 +230,7 @@ def scheduled_cycle(self: Task) -> dict[str, Any]:
 @shared_task(bind=True, name="workers.tasks.watch_drift")
 def watch_drift(self: Task) -> dict[str, Any]:
     """Beat runs this every drift.check_interval_s: queue a cycle when inputs drifted."""
-    from flywheel.drift import check_drift_and_trigger
+    from flywheel.insights.drift import check_drift_and_trigger
 
     settings = _settings(self)
     ws, registry = _open(settings)

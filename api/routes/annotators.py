@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES
 from api.schemas_engineer import AnnotatorReportOut
-from flywheel.consensus import annotator_report
+from flywheel.feedback.consensus import annotator_report
 
 router = APIRouter(prefix="/v1", tags=["annotators"])
 

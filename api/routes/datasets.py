@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas_engineer import DiffCounts, DiffOut, DiffRow, VersionOut, VersionPage
-from flywheel.dataset_versions import VersionInfo
+from flywheel.datasets.versions import VersionInfo
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

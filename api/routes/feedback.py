@@ -19,9 +19,9 @@ from api.schemas import (
     FeedbackIn,
     FeedbackOut,
 )
-from flywheel.api_keys import KeyInfo
 from flywheel.errors import InvalidInputError
-from flywheel.feedback import FeedbackOutcome, FeedbackRecord, FeedbackRequest
+from flywheel.feedback.writer import FeedbackOutcome, FeedbackRecord, FeedbackRequest
+from flywheel.serve.api_keys import KeyInfo
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from api.auth import Context
 from api.schemas import Check, Health, Readiness
-from flywheel.outbox import pending
+from flywheel.cycle.outbox import pending
 
 router = APIRouter(tags=["health"])
 

@@ -10,7 +10,7 @@ from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas_engineer import ModelList, ModelOut, PromoteIn
 from flywheel.errors import ConflictError, InvalidInputError
-from flywheel.registry import ModelVersion
+from flywheel.learn.registry import ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

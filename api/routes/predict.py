@@ -11,8 +11,8 @@ from api.auth import AnyKey, Context
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas import PredictionOut, TopK
 from flywheel.errors import InvalidInputError
-from flywheel.sample_access import grant, visible_sample
-from flywheel.serving import PredictionRecord, predict_sample, store_input
+from flywheel.serve.sample_access import grant, visible_sample
+from flywheel.serve.serving import PredictionRecord, predict_sample, store_input
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 

@@ -9,7 +9,7 @@ from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.routes.cycles import Limit, Offset
 from api.routes.samples import SampleId
 from api.schemas_engineer import QuarantinedOut, QuarantinePage
-from flywheel import quarantine
+from flywheel.store import quarantine
 
 router = APIRouter(prefix="/v1", tags=["quarantine"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "the sample is not in quarantine"}}

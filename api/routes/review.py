@@ -11,9 +11,9 @@ from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas import SAFE_TEXT
 from api.schemas_engineer import ReviewDecisionIn, ReviewOut, ReviewPage, json_safe
-from flywheel.api_keys import KeyInfo
 from flywheel.db.models import ReviewState
-from flywheel.review import ReviewRecord, decide_review, list_review
+from flywheel.feedback.review import ReviewRecord, decide_review, list_review
+from flywheel.serve.api_keys import KeyInfo
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 

@@ -15,20 +15,20 @@ from api.context import ApiContext
 from api.errors import COMMON_RESPONSES, ErrorResponse, error_response
 from api.schemas import SAFE_TEXT
 from api.schemas_engineer import IngestOut, Rejected, SampleOut, SampleUrisIn
-from flywheel.api_keys import KeyInfo
 from flywheel.db import Sample
 from flywheel.db.models import Split
 from flywheel.errors import ForbiddenError, InvalidInputError
-from flywheel.ingest import (
+from flywheel.serve.api_keys import KeyInfo
+from flywheel.serve.sample_access import grant, visible_sample
+from flywheel.store.ingest import (
     Candidate,
     IngestReport,
     SplitPlan,
     ingest_candidates,
     prefetched_candidates,
 )
-from flywheel.remote_reads import ReadFailed
-from flywheel.remote_sources import RemoteObject, UriRefused
-from flywheel.sample_access import grant, visible_sample
+from flywheel.store.remote_reads import ReadFailed
+from flywheel.store.remote_sources import RemoteObject, UriRefused
 from flywheel.text import replace_unsafe
 
 router = APIRouter(prefix="/v1", tags=["samples"])

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from flywheel.dataset_versions import VersionInfo
+from flywheel.datasets.versions import VersionInfo
 from flywheel.db import Cycle, Database, DatasetVersion, Label, ReviewItem
 from flywheel.db.models import ReviewState
 

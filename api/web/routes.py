@@ -30,10 +30,10 @@ from api.web import views
 from api.web.auth import LOGIN_PATH, CheckedSession, SessionDep, safe_next
 from api.web.session import COOKIE, LOGIN_COOKIE, Session
 from api.web.state import web_state
-from flywheel.api_keys import AuthenticationError
 from flywheel.db import Sample
 from flywheel.errors import ConflictError, FlywheelError, IntegrityError, NotFoundError
-from flywheel.review import decide_review
+from flywheel.feedback.review import decide_review
+from flywheel.serve.api_keys import AuthenticationError
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -226,7 +226,7 @@ def dashboard(
         nav="dashboard",
         board=board,
         latest_cycle=views.queries.latest_finished_cycle(ctx.ws.db),
-        embedding_map=importlib.util.find_spec("flywheel.embedding_map") is not None,
+        embedding_map=importlib.util.find_spec("flywheel.insights.embedding_map") is not None,
     )
 
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.api_keys import KeyInfo
+from flywheel.serve.api_keys import KeyInfo
 
 COOKIE = "flywheel_session"
 LOGIN_COOKIE = "flywheel_login"  # double-submit token of the login form (login CSRF)

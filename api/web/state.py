@@ -20,8 +20,8 @@ from typing import Any, Generic, TypeVar
 
 from api.context import ApiContext, TTLCache
 from api.web.session import SessionSigner, load_or_create_secret
-from flywheel.api_keys import KeyInfo
 from flywheel.db import ApiKey
+from flywheel.serve.api_keys import KeyInfo
 
 T = TypeVar("T")
 log = logging.getLogger("flywheel.api.web")

@@ -1,7 +1,7 @@
 """What each page shows, gathered from the library (and ``api.web.queries``) into plain
 dataclasses the templates render. No decisions are made here; the library makes them.
 
-The insight modules (``flywheel.label_audit``, ``flywheel.drift``, ``flywheel.embedding_map``)
+The insight modules (``flywheel.insights.label_audit``, ``flywheel.insights.drift``, ``flywheel.insights.embedding_map``)
 are imported where they are used, so a page without one still renders and says so.
 """
 
@@ -23,9 +23,9 @@ from api.web.queries import CycleRow
 from api.web.state import Computed, WebState
 from flywheel.db.models import ReviewState
 from flywheel.errors import NotFoundError
-from flywheel.images import decode_for_display
-from flywheel.registry import ModelVersion
-from flywheel.review import ReviewPage, list_review
+from flywheel.feedback.review import ReviewPage, list_review
+from flywheel.learn.registry import ModelVersion
+from flywheel.store.images import decode_for_display
 
 log = logging.getLogger("flywheel.api.web")
 
@@ -365,7 +365,7 @@ def audit_insight(ctx: ApiContext, web: WebState, stale_ok: bool = True) -> Insi
 
 def annotators_insight(ctx: ApiContext, web: WebState) -> Insight:
     def compute() -> Any:
-        from flywheel.consensus import annotator_report
+        from flywheel.feedback.consensus import annotator_report
 
         return annotator_report(ctx.ws.db, ctx.settings.consensus)
 
@@ -375,7 +375,7 @@ def annotators_insight(ctx: ApiContext, web: WebState) -> Insight:
 
 @dataclass(frozen=True)
 class IssueView:
-    issue: Any  # flywheel.label_audit.LabelIssue
+    issue: Any  # flywheel.insights.label_audit.LabelIssue
     current: tuple[str, str] | None
     open_item: int | None  # its open review item, if queued
 

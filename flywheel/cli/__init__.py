@@ -28,7 +28,7 @@ from flywheel.cli.feedback import feedback_app
 from flywheel.cli.service import beat, keys_app, serve, worker
 from flywheel.config import Settings, SettingsError, load_settings
 from flywheel.errors import FlywheelError
-from flywheel.ingest import SplitPlan, digits_candidates
+from flywheel.store.ingest import SplitPlan, digits_candidates
 from flywheel.workspace import MARKER
 
 app = typer.Typer(
@@ -108,7 +108,7 @@ def demo(
 
         feedback = simulate_feedback(ws, registry_for(ws.settings), feedback_predictions, seed)
         print_feedback_demo(ws, feedback)
-    from flywheel.plots import cycles_png
+    from flywheel.insights.plots import cycles_png
 
     png = cycles_png([r.metrics for r in results], data_dir / "demo_cycles.png")
     console.print(f"plot of accuracy and pseudo-label precision per cycle: [bold]{png}[/]")

@@ -16,7 +16,7 @@ from flywheel.text import printable
 from flywheel.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.registry import ModelRegistry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,7 +24,7 @@ err_console = Console(stderr=True)
 
 def registry_for(settings: Settings) -> ModelRegistry:
     # Imported on use: MLflow and torch take seconds to import, most commands need neither.
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.registry import ModelRegistry
 
     return ModelRegistry.from_settings(settings)
 

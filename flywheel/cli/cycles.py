@@ -18,7 +18,7 @@ from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.workspace import Workspace
 
 if TYPE_CHECKING:
-    from flywheel.cycle import CycleResult
+    from flywheel.cycle.runner import CycleResult
 
 cycle_app = typer.Typer(no_args_is_help=True, help="Turn the wheel: run and inspect cycles.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, promote, rollback.")
@@ -55,8 +55,8 @@ def cycle_table(results: list[CycleResult]) -> Table:
 
 
 def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
-    from flywheel.cycle import run_cycle
-    from flywheel.cycle_guard import exclusive_cycles, holder_id
+    from flywheel.cycle.guard import exclusive_cycles, holder_id
+    from flywheel.cycle.runner import run_cycle
 
     registry = registry_for(ws.settings)
     results = []
@@ -87,8 +87,8 @@ def cycle_bar() -> Progress:
 def queue_cycle(ws: Workspace) -> int:
     """Queue a cycle for the workers and hand it to the broker now if it is up (else the
     outbox keeps it until a relay gets through: beat, the API, or the next CLI call)."""
-    from flywheel.cycle_requests import request_cycle
-    from flywheel.outbox import relay
+    from flywheel.cycle.outbox import relay
+    from flywheel.cycle.requests import request_cycle
     from workers.app import create_celery
     from workers.tasks import publish
 
@@ -105,7 +105,7 @@ def queue_cycle(ws: Workspace) -> int:
 
 def wait_for_cycle(ws: Workspace, cycle_id: int, label: str, poll_s: float = 0.5) -> Cycle:
     """Follow a cycle that workers run, with a live progress bar, until it ends."""
-    from flywheel.cycle_steps import FINISHED, load_cycle
+    from flywheel.cycle.steps_all import FINISHED, load_cycle
 
     with cycle_bar() as bar:
         task = bar.add_task("cycle", total=1.0, n=label, message="queued")
@@ -140,7 +140,7 @@ def cycle_run(
         else:
             if not wait and cycles > 1:
                 raise InvalidInputError("one cycle at a time: use --wait for --cycles > 1")
-            from flywheel.cycle_steps import result_of
+            from flywheel.cycle.steps_all import result_of
 
             results = []
             for n in range(1, cycles + 1):

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from flywheel import quarantine
 from flywheel.cli.common import (
     LabelsOpt,
     SeedOpt,
@@ -18,9 +17,10 @@ from flywheel.cli.common import (
     shown,
     workspace,
 )
-from flywheel.dataset_versions import VersionDiff, VersionInfo
+from flywheel.datasets.versions import VersionDiff, VersionInfo
 from flywheel.errors import FlywheelError
-from flywheel.ingest import (
+from flywheel.store import quarantine
+from flywheel.store.ingest import (
     Candidate,
     IngestReport,
     SplitPlan,

@@ -15,13 +15,13 @@ from rich.table import Table
 from sqlalchemy import select
 
 from flywheel.cli.common import console, fmt
-from flywheel.consensus import annotator_id, annotator_report, resolve_feedback
 from flywheel.db import GroundTruth, Label
 from flywheel.db.models import FeedbackKind, LabelSource
-from flywheel.feedback import FeedbackRequest, record_feedback
-from flywheel.registry import ModelRegistry
-from flywheel.review import label_set
-from flywheel.serving import ChampionCache, predict_sample
+from flywheel.feedback.consensus import annotator_id, annotator_report, resolve_feedback
+from flywheel.feedback.review import label_set
+from flywheel.feedback.writer import FeedbackRequest, record_feedback
+from flywheel.learn.registry import ModelRegistry
+from flywheel.serve.serving import ChampionCache, predict_sample
 from flywheel.workspace import Workspace
 
 APP = "demo-app"

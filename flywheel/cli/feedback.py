@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from flywheel.cli.common import console, fmt, shown, workspace
-from flywheel.consensus import annotator_report, resolve_feedback
+from flywheel.feedback.consensus import annotator_report, resolve_feedback
 
 feedback_app = typer.Typer(no_args_is_help=True, help="Users' feedback: consensus, annotators.")
 

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.api_keys import create_key, list_keys, revoke_key
 from flywheel.cli.common import console, err_console, shown, workspace
 from flywheel.config import Settings
 from flywheel.errors import FlywheelError
+from flywheel.serve.api_keys import create_key, list_keys, revoke_key
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
 

@@ -1,6 +1,6 @@
 """The records of DESIGN.md as SQLAlchemy 2 models.
 
-Any change here needs an Alembic revision in ``flywheel/migrations/versions``; a test
+Any change here needs an Alembic revision in ``flywheel/db/migrations/versions``; a test
 compares the migrated schema with these models so the two cannot drift apart.
 """
 
@@ -265,7 +265,7 @@ class DatasetVersion(Base):
 class OutboxMessage(Base):
     """A message written in the same transaction as the rows it is about (transactional outbox).
 
-    A relay (``flywheel.outbox.relay``) publishes unsent rows to the broker and stamps
+    A relay (``flywheel.cycle.outbox.relay``) publishes unsent rows to the broker and stamps
     ``sent_at``; delivery is at-least-once, so consumers must be idempotent.
     """
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flywheel.errors import InvalidInputError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

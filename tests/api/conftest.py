@@ -21,9 +21,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from flywheel.api_keys import create_key
 from flywheel.config import Settings
-from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.serve.api_keys import create_key
+from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import Workspace, open_workspace
 
 CLASSES = [str(d) for d in range(10)]
@@ -42,8 +42,8 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     """An MLflow store with v1 (champion) and v2 (challenger): small untrained CNNs."""
     import torch
 
-    from flywheel.models import Classifier, build_backbone
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.backbones import Classifier, build_backbone
+    from flywheel.learn.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("mlflow")
     registry = ModelRegistry(
@@ -118,7 +118,7 @@ class Keys:
 
 @pytest.fixture
 def keys(api_workspace: Workspace) -> Keys:
-    from flywheel.api_keys import revoke_key
+    from flywheel.serve.api_keys import revoke_key
 
     db = api_workspace.db
     revoked_info, revoked = create_key(db, "app", "shop", "to revoke")

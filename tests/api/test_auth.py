@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.api_keys import revoke_key
+from flywheel.serve.api_keys import revoke_key
 from tests.api.conftest import auth
 
 FEEDBACK = {"prediction_id": "nope", "kind": "confirm", "user_id": "u"}

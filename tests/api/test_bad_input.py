@@ -20,7 +20,6 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from api.app import create_app
-from flywheel.api_keys import create_key
 from flywheel.db import (
     Feedback,
     GroundTruth,
@@ -31,6 +30,7 @@ from flywheel.db import (
     Sample,
     SampleAccess,
 )
+from flywheel.serve.api_keys import create_key
 from flywheel.workspace import Workspace, open_workspace
 from tests.api.conftest import ModelStore, add_digits, api_settings_for, auth
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from api.schemas import SAFE_TEXT
-from flywheel.api_keys import create_key
 from flywheel.db import Feedback, Label, ReviewItem, Sample
 from flywheel.errors import InvalidInputError
+from flywheel.serve.api_keys import create_key
 from flywheel.text import is_safe_text, printable, replace_unsafe
 from tests.api.conftest import auth
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.cycle_runner import CycleRunner
 from flywheel.config import BrokerSettings
-from flywheel.outbox import pending
+from flywheel.cycle.outbox import pending
 from tests.api.conftest import auth
 
 TINY = {
@@ -152,7 +152,7 @@ def test_in_process_cycle_runs_to_a_decision(client, keys, make_png):
 
 def test_a_cycle_running_in_another_process_is_a_conflict(client, keys, api_workspace):
     """The CLI (or another API process) holds the project's cycle lease: POST gets 409."""
-    from flywheel.cycle_guard import exclusive_cycles
+    from flywheel.cycle.guard import exclusive_cycles
 
     with exclusive_cycles(api_workspace.db, "cli@elsewhere"):
         r = client.post("/v1/cycles", headers=auth(keys.engineer))
@@ -169,10 +169,10 @@ def test_drift_starts_a_cycle_in_process(api_workspace, monkeypatch):
     import dataclasses
     from datetime import UTC, datetime
 
-    import flywheel.drift
+    import flywheel.insights.drift
     from flywheel.db import Cycle
-    from flywheel.drift import DriftReport
-    from flywheel.registry import ModelRegistry
+    from flywheel.insights.drift import DriftReport
+    from flywheel.learn.registry import ModelRegistry
 
     checks: list[int] = []
 
@@ -180,7 +180,7 @@ def test_drift_starts_a_cycle_in_process(api_workspace, monkeypatch):
         checks.append(1)
         return DriftReport(500, 2000, 0.2, 0.001, 1.5, True, 0.01, "1", datetime.now(UTC))
 
-    monkeypatch.setattr(flywheel.drift, "measure_drift", drifted)
+    monkeypatch.setattr(flywheel.insights.drift, "measure_drift", drifted)
     started: list[int] = []
 
     def run(cycle_id, learning):

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from flywheel.cli.demo_feedback import USERS, simulate_feedback
 from flywheel.db import Feedback, Prediction
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
 
 
 def test_simulated_users_feedback_becomes_consensus_labels(api_workspace, api_settings) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
-from flywheel.api_keys import create_key
+from flywheel.serve.api_keys import create_key
 from flywheel.workspace import open_workspace
 from tests.api.conftest import ModelStore, add_digits, api_settings_for, serve_in_thread
 from tests.conftest import postgres_schema_url

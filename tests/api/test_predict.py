@@ -87,7 +87,7 @@ def test_predict_bad_inputs_write_nothing(client, keys, make_png, api_workspace)
 
 
 def test_promotion_reaches_serving_without_restart(client, keys, make_png, api_settings):
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.registry import ModelRegistry
 
     assert _upload(client, keys.app, make_png(6)).json()["model_version"] == "1"
     ModelRegistry.from_settings(api_settings).promote("2", "test")  # another process, say
@@ -95,7 +95,7 @@ def test_promotion_reaches_serving_without_restart(client, keys, make_png, api_s
 
 
 def test_no_champion_is_a_clear_conflict(client, keys, make_png, api_settings):
-    from flywheel.registry import ModelRegistry
+    from flywheel.learn.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(api_settings)
     registry.client.delete_registered_model_alias(registry.model_name, "champion")
@@ -115,7 +115,7 @@ def test_predictions_are_counted_in_metrics(client, keys, make_png):
 
 def test_workspace_fixture_has_labels(api_workspace: Workspace):
     # Guards the fixtures the API tests rely on: seed labels of every class.
-    from flywheel.review import label_set
+    from flywheel.feedback.review import label_set
 
     assert label_set(api_workspace.db) == CLASSES
 

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from flywheel.api_keys import create_key
 from flywheel.config import IngestSettings
+from flywheel.serve.api_keys import create_key
 from flywheel.workspace import open_workspace
 from tests.api.conftest import ModelStore, api_settings_for, auth, free_port
 from tests.endpoints import wait_until_healthy

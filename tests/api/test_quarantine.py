@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from flywheel.db import Sample
-from flywheel.quarantine import list_quarantine, record
+from flywheel.store.quarantine import list_quarantine, record
 from flywheel.workspace import Workspace
 from tests.api.conftest import Keys, auth
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from flywheel.config import Settings
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace, open_workspace
-from tests.flywheel.test_cycle import TINY
+from tests.flywheel.cycle.test_runner import TINY
 
 
 @pytest.fixture

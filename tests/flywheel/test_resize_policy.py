@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flywheel.blobstore import BlobStore
-from flywheel.cycle_data import ModelInput, load_images
+from flywheel.learn.data import ModelInput, load_images
+from flywheel.store.blobs import BlobStore
 
 
 def png(pixels: list[list[int]], mode: str = "L") -> bytes:

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from flywheel.api_keys import create_key, revoke_key
 from flywheel.config import Settings
 from flywheel.db import ReviewItem, Sample
+from flywheel.serve.api_keys import create_key, revoke_key
 from flywheel.workspace import Workspace, open_workspace
 from tests.api.conftest import ModelStore, add_digits, api_settings_for, model_store
 

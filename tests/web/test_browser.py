@@ -26,13 +26,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from api.app import create_app
-from flywheel.api_keys import create_key
 from flywheel.cli.demo_feedback import simulate_feedback
 from flywheel.config import Settings
-from flywheel.cycle import run_cycle
+from flywheel.cycle.runner import run_cycle
 from flywheel.db import GroundTruth, Label
-from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
+from flywheel.serve.api_keys import create_key
+from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import Workspace, open_workspace
 from tests.api.conftest import serve_in_thread
 

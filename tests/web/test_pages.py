@@ -16,9 +16,9 @@ from sqlalchemy import select
 from api.app import create_app
 from api.web.session import COOKIE, SECRET_FILE, SessionSigner
 from api.web.views import champion_version, label_shortcuts, run_link
-from flywheel.api_keys import revoke_key
 from flywheel.config import Settings
 from flywheel.db import ReviewItem, Sample
+from flywheel.serve.api_keys import revoke_key
 from flywheel.workspace import Workspace
 from tests.web.conftest import UiKeys, csrf_of, log_in, queue_items
 
@@ -350,7 +350,7 @@ def test_mlflow_links_open_a_tracking_server_or_say_how_to_open_a_local_store() 
 
 @SQLITE_ONLY
 def test_drift_panel_offers_a_cycle_only_when_drifted(engineer_client: TestClient) -> None:
-    from flywheel.drift import DriftReport
+    from flywheel.insights.drift import DriftReport
 
     page = engineer_client.get("/ui/").text
     assert "Drift watch" in page and 'name="trigger" value="drift"' not in page

@@ -11,12 +11,12 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from flywheel.cycle_lease import current
-from flywheel.cycle_requests import request_cycle
+from flywheel.cycle.lease import current
+from flywheel.cycle.outbox import pending
+from flywheel.cycle.requests import request_cycle
 from flywheel.db import Label
 from flywheel.errors import ConflictError
-from flywheel.outbox import pending
-from flywheel.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry
 from tests.conftest import postgres_schema_url
 from tests.workers.conftest import cycle_summary, wait_until
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from flywheel.cycle.outbox import pending
 from flywheel.db import Cycle, Feedback, GroundTruth, Sample
-from flywheel.outbox import pending
 from tests.workers.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.integration

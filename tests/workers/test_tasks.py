@@ -10,10 +10,10 @@ from sqlalchemy.exc import OperationalError
 
 import workers.tasks as tasks
 from flywheel.config import Settings
-from flywheel.cycle_lease import current
-from flywheel.cycle_requests import request_cycle
+from flywheel.cycle.lease import current
+from flywheel.cycle.requests import request_cycle
 from flywheel.db import Cycle
-from flywheel.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import Workspace, open_workspace
 from workers.app import create_celery
 

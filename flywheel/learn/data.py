@@ -1,0 +1,221 @@
+"""What a cycle learns from: the current labels, the pool and the frozen test split.
+
+Reads the database and decodes the images once, into uint8 arrays the learning code takes,
+every image brought to the model's input size (``ModelInput``). Human-made labels
+(``seed``, ``human``, ``feedback``) are the ground the wheel stands on; ``pseudo`` labels are
+the wheel's own previous output and are re-decided every cycle.
+
+A sample whose bytes cannot be used (vanished blob, checksum mismatch, undecodable) is
+quarantined (``flywheel.store.quarantine``) and left out: no single sample can fail a cycle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from flywheel.db import Database, GroundTruth, Label, Sample
+from flywheel.db.models import LabelSource, Split
+from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
+from flywheel.store import quarantine
+from flywheel.store.blobs import BlobStore
+from flywheel.store.images import to_model_input
+
+HUMAN_SOURCES = (LabelSource.SEED.value, LabelSource.HUMAN.value, LabelSource.FEEDBACK.value)
+# The largest derived input size: the usual ImageNet input, for projects of large photos.
+MAX_DERIVED_SIZE = 224
+MAX_REASON = 300  # characters of a decoder's message kept in a quarantine reason
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model takes: a ``size`` x ``size`` image of ``channels``, other shapes brought
+    to it by the ``resize`` policy. Recorded with the cycle and as the model's tags."""
+
+    size: int
+    channels: int
+    resize: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input_size": self.size, "channels": self.channels, "resize": self.resize}
+
+    def tags(self) -> dict[str, str]:
+        """The registered model's tags ``input_size``, ``channels``, ``resize``."""
+        return {k: str(v) for k, v in self.as_dict().items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> ModelInput | None:
+        """From ``as_dict`` or ``tags`` output; None when they are absent (older records)."""
+        if not d or not {"input_size", "channels", "resize"} <= d.keys():
+            return None
+        return cls(int(d["input_size"]), int(d["channels"]), str(d["resize"]))
+
+
+def derive_input_size(dims: Iterable[tuple[int, int]]) -> int:
+    """The square side for ``learning.image_size: null``: the longer side of the most
+    common (width, height), so the typical image keeps every pixel; ties go to the smaller
+    shape. A few odd-sized uploads cannot move it. Photos larger than
+    ``MAX_DERIVED_SIZE`` are brought down to it: a model's input, not the camera's, sets
+    the memory a cycle needs (set ``learning.image_size`` for more)."""
+    counts = Counter(dims)
+    if not counts:
+        raise InvalidInputError("no samples to learn from")
+    (w, h), _ = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return min(max(w, h), MAX_DERIVED_SIZE)
+
+
+def sample_input_size(db: Database, ids: list[str]) -> int:
+    """``derive_input_size`` over the stored sizes of ``ids``."""
+    with db.session() as s:
+        dims = s.execute(select(Sample.width, Sample.height).where(Sample.id.in_(ids))).all()
+    return derive_input_size((w, h) for w, h in dims)
+
+
+@dataclass
+class LabeledSet:
+    ids: list[str]
+    images: np.ndarray  # uint8 (N, H, W) or (N, H, W, C)
+    labels: np.ndarray  # int64 (N,) class indices into CycleData.classes
+
+
+@dataclass
+class CycleData:
+    classes: list[str]
+    labeled: LabeledSet  # human-made labels outside the test split
+    test: LabeledSet  # the frozen evaluation set
+    pool_ids: list[str]  # samples without a human-made label (pseudo-labeled or not)
+    pool_images: np.ndarray
+    pool_current: dict[str, tuple[str, float]]  # pool sample -> its current pseudo label, conf
+    pool_truth: np.ndarray  # int64 (n_pool,) hidden truth class index, -1 where unknown
+    input: ModelInput | None = None  # what every image above was brought to
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _read(blobs: BlobStore, sid: str, spec: ModelInput) -> np.ndarray | str:
+    """The sample as model input, or why it cannot be used."""
+    try:
+        data = blobs.get(sid)
+    except NotFoundError:
+        return "blob missing from the store"
+    except IntegrityError:
+        return "blob does not match its checksum"
+    except InvalidInputError as exc:  # an id that is no blob key
+        return f"unreadable: {exc}"
+    # Other read errors (a storage outage) propagate: they say nothing about the sample.
+    try:
+        return to_model_input(data, spec.size, spec.channels, spec.resize)
+    except Exception as exc:  # decoding bytes in memory fails only because of the bytes
+        return f"undecodable image: {type(exc).__name__}: {exc}"[:MAX_REASON]
+
+
+def load_images(
+    blobs: BlobStore, ids: list[str], spec: ModelInput
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Decode ``ids`` to one uint8 array: (N, S, S) for 1 channel, (N, S, S, 3) for 3.
+
+    Returns the images of the usable ids, in order, and ``{id: reason}`` for the others.
+    """
+    shape = (spec.size, spec.size) + (() if spec.channels == 1 else (3,))
+    out = np.empty((len(ids), *shape), dtype=np.uint8)  # filled in place: no second copy
+    failed: dict[str, str] = {}
+    kept = 0
+    for sid in ids:
+        got = _read(blobs, sid, spec)
+        if isinstance(got, str):
+            failed[sid] = got
+        else:
+            out[kept] = got
+            kept += 1
+    return out[:kept], failed
+
+
+def _classes(human: Mapping[str, Label], test_ids: list[str]) -> list[str]:
+    """The classes to learn; the only reasons left for a cycle to fail are these."""
+    classes = sorted({lab.label for lab in human.values()})
+    if len(classes) < 2:
+        raise InvalidInputError("a cycle needs human-made labels of at least two classes")
+    if not test_ids:
+        raise InvalidInputError("a cycle needs a labeled test split to judge models on")
+    return classes
+
+
+def load_cycle_data(
+    db: Database,
+    blobs: BlobStore,
+    image_size: int | None,
+    channels: int,
+    *,
+    resize: str = "stretch",
+    cycle_id: int | None = None,
+) -> CycleData:
+    """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
+    ``derive_input_size`` from the samples used). Unusable samples found now are
+    quarantined under ``cycle_id`` and left out."""
+    newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
+    with db.session() as s:
+        current = {
+            lab.sample_id: lab
+            for lab in s.scalars(
+                select(Label).where(Label.id.in_(newest), Label.retracted.is_(False))
+            )
+        }
+        samples = s.execute(
+            select(Sample.id, Sample.split, Sample.width, Sample.height)
+            .where(Sample.id.not_in(quarantine.quarantined_ids()))
+            .order_by(Sample.id)
+        ).all()
+        truth = dict(s.execute(select(GroundTruth.sample_id, GroundTruth.label)).all())
+    usable = {row.id for row in samples}
+    human = {
+        sid: lab for sid, lab in current.items() if lab.source in HUMAN_SOURCES and sid in usable
+    }
+    groups: dict[str, list[str]] = {"labeled": [], "test": [], "pool": []}
+    dims: list[tuple[int, int]] = []
+    for sid, split, width, height in samples:
+        group = "test" if split == Split.TEST else "labeled" if sid in human else "pool"
+        if group == "test" and sid not in human:
+            continue  # an unlabeled test sample is not used
+        groups[group].append(sid)
+        dims.append((width, height))
+    _classes(human, groups["test"])  # fail before decoding anything
+    spec = ModelInput(image_size or derive_input_size(dims), channels, resize)
+
+    images: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    for group, ids in groups.items():
+        images[group], bad = load_images(blobs, ids, spec)
+        failed.update(bad)
+        groups[group] = [sid for sid in ids if sid not in bad]
+    quarantine.record(db, failed, cycle_id)
+    human = {sid: lab for sid, lab in human.items() if sid not in failed}
+    classes = _classes(human, groups["test"])
+    index = {c: i for i, c in enumerate(classes)}
+
+    def labeled_set(group: str) -> LabeledSet:
+        ids = groups[group]
+        labels = np.array([index[human[i].label] for i in ids], dtype=np.int64)
+        return LabeledSet(ids, images[group], labels)
+
+    pool_ids = groups["pool"]
+    return CycleData(
+        classes=classes,
+        labeled=labeled_set("labeled"),
+        test=labeled_set("test"),
+        pool_ids=pool_ids,
+        pool_images=images["pool"],
+        pool_current={
+            sid: (current[sid].label, float(current[sid].confidence))
+            for sid in pool_ids
+            if sid in current
+        },
+        pool_truth=np.array([index.get(truth.get(i, ""), -1) for i in pool_ids], dtype=np.int64),
+        input=spec,
+    )

@@ -1,0 +1,346 @@
+"""Pseudo-label selection: classifier probability + vote of the k nearest labeled samples.
+
+For each pool sample the classifier's class distribution is combined (weighted product by
+default, or mean) with ``knn``: the similarity-weighted vote of its k nearest labeled
+neighbours (cosine, FAISS) or, with ``propagation``, label spreading over a kNN graph of all
+samples (Zhou et al. 2004, as used for deep SSL by Iscen et al. 2019). The label is the
+argmax and the score its mass. A sample is accepted when its score reaches its class's threshold
+from :func:`calibrate_thresholds`, computed on labeled data that neither the classifier nor the
+vote saw: a separate calibration set, or the labeled set itself (leave-one-out for the vote,
+cross-fitted folds for propagation, out-of-fold classifier probabilities from the caller).
+Samples just below a threshold go to human review; per-class caps keep the accepted set
+close to the labeled class mix, so the wheel does not amplify its own bias.
+
+Threshold calibration (:func:`calibrate_thresholds`) lives in :mod:`flywheel.select.calibration`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import cg
+
+from flywheel.errors import InvalidInputError
+from flywheel.learn.index import IndexKind, build_index, check_embeddings, search
+from flywheel.select.calibration import Calibration, _check_labels, calibrate_thresholds
+
+__all__ = [
+    "Calibration",
+    "Decision",
+    "SelectionConfig",
+    "SelectionResult",
+    "calibrate_thresholds",
+    "combine",
+    "knn_vote",
+    "select_pseudo_labels",
+]
+
+
+class Decision(IntEnum):
+    REJECTED = 0
+    NEEDS_REVIEW = 1
+    ACCEPTED = 2
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    k: int = 10  # labeled neighbours voting per pool sample
+    target_precision: float = 0.99
+    classifier_weight: float = 0.5  # weight of classifier probs vs the kNN vote, in [0, 1]
+    # "product": p ∝ clf**w * knn**(1-w) (independent experts: agreement sharpens the score,
+    # which ranks pool samples better on digits); "mean": w * clf + (1 - w) * knn.
+    combination: Literal["product", "mean"] = "product"
+    similarity_power: float = 3.0  # neighbour vote weight = max(cosine, 0) ** power
+    review_band: float = 0.15  # scores in [threshold - band, threshold) go to review
+    max_review: int | None = None  # keep only the highest-scored review samples
+    max_per_class: int | None = None  # absolute cap on accepted samples per class
+    # A class may take at most ratio * (its labeled share) of the accepted total.
+    max_class_ratio: float | None = 2.0
+    propagation: bool = False
+    propagation_k: int = 10
+    propagation_alpha: float = 0.99
+    propagation_iters: int = 20  # conjugate-gradient steps per class
+    propagation_folds: int = 5  # cross-fitting folds when calibrating on the labeled set
+    index_kind: IndexKind = "flat"  # index over the labeled set
+    graph_index_kind: IndexKind = "flat"  # index over all samples, for propagation
+    index_options: dict[str, int] = field(default_factory=dict)  # nlist, nprobe, hnsw_m ...
+    confidence: float = 0.9  # level of the bootstrap lower band on P(correct | score)
+    n_bootstrap: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "k >= 1": self.k >= 1,
+            "0.5 < target_precision < 1": 0.5 < self.target_precision < 1,
+            "0 <= classifier_weight <= 1": 0 <= self.classifier_weight <= 1,
+            "review_band >= 0": self.review_band >= 0,
+            "combination in (product, mean)": self.combination in ("product", "mean"),
+            "max_class_ratio >= 1": self.max_class_ratio is None or self.max_class_ratio >= 1,
+            "0 < propagation_alpha < 1": 0 < self.propagation_alpha < 1,
+            "propagation_folds >= 2": self.propagation_folds >= 2,
+            "0 < confidence < 1": 0 < self.confidence < 1,
+            "n_bootstrap >= 1": self.n_bootstrap >= 1,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise InvalidInputError(f"invalid SelectionConfig: need {', '.join(failed)}")
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """Per-pool-sample decisions and evidence; n = pool size, k = labeled neighbours."""
+
+    decision: np.ndarray  # (n,) int8 codes of :class:`Decision`
+    label: np.ndarray  # (n,) int64 argmax of the combined distribution
+    score: np.ndarray  # (n,) float32 combined mass of ``label``
+    classifier_prob: np.ndarray  # (n,) float32 classifier probability of ``label``
+    knn_share: np.ndarray  # (n,) float32 vote (or propagated) share of ``label``
+    neighbor_ids: np.ndarray  # (n, k) int64 rows of the labeled set; -1 = none
+    neighbor_sims: np.ndarray  # (n, k) float32 cosine similarities, descending
+    capped: np.ndarray  # (n,) bool: passed the threshold, dropped by a class cap
+    thresholds: np.ndarray  # (C,) float64 accept thresholds (+inf = none)
+    review_thresholds: np.ndarray  # (C,) float64 lower edge of the review band
+    accepted_per_class: np.ndarray  # (C,) int64
+    calibration: Calibration
+    counts: dict[str, int]  # pool, accepted, needs_review, rejected, capped
+
+
+def _check_probs(probs: np.ndarray, n: int, num_classes: int, name: str) -> np.ndarray:
+    if not isinstance(probs, np.ndarray) or probs.shape != (n, num_classes):
+        shape = getattr(probs, "shape", None)
+        raise InvalidInputError(f"{name} must have shape ({n}, {num_classes}), got {shape}")
+    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        raise InvalidInputError(f"{name} must be finite floats, got dtype {probs.dtype}")
+    if (probs < 0).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise InvalidInputError(f"{name} rows must be probability distributions (sum to 1)")
+    return probs.astype(np.float32, copy=False)
+
+
+def knn_vote(
+    sims: np.ndarray, ids: np.ndarray, labels: np.ndarray, num_classes: int, power: float = 3.0
+) -> np.ndarray:
+    """Similarity-weighted class vote: (n, k) sims/ids into ``labels`` -> (n, C) float32.
+
+    Weight = max(sim, 0) ** power (sharper than a plain count, Iscen et al. 2019); rows with
+    no positive-weight neighbour get the uniform distribution.
+    """
+    n = ids.shape[0]
+    weights = np.where(ids >= 0, np.clip(sims, 0, None), 0.0) ** power
+    votes = np.zeros((n, num_classes), dtype=np.float64)
+    rows = np.arange(n)
+    for j in range(ids.shape[1]):
+        np.add.at(votes, (rows, labels[np.maximum(ids[:, j], 0)]), weights[:, j])
+    total = votes.sum(axis=1, keepdims=True)
+    return np.where(total > 0, votes / np.maximum(total, 1e-30), 1.0 / num_classes).astype(
+        np.float32
+    )
+
+
+def _drop_self(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own id (or its last column if absent) from a self-search."""
+    is_self = ids == np.arange(len(ids))[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), ids.shape[1] - 1)
+    keep = np.ones(ids.shape, dtype=bool)
+    keep[np.arange(len(ids)), drop] = False
+    k = ids.shape[1] - 1
+    return sims[keep].reshape(-1, k), ids[keep].reshape(-1, k)
+
+
+def _spread(graph: sp.csr_matrix, seeds: np.ndarray, seed_labels: np.ndarray, cfg, c: int):
+    """Label spreading: solve (I - alpha S) F = Y by CG, one column per class -> (N, C)."""
+    n = graph.shape[0]
+    op = sp.identity(n, format="csr") - cfg.propagation_alpha * graph
+    f = np.zeros((n, c))
+    for cls in range(c):
+        y = np.zeros(n)
+        y[seeds[seed_labels == cls]] = 1.0
+        if y.any():
+            f[:, cls] = cg(op, y, maxiter=cfg.propagation_iters)[0]
+    f = np.clip(f, 0, None)
+    total = f.sum(axis=1, keepdims=True)
+    return np.where(total > 0, f / np.maximum(total, 1e-30), 1.0 / c).astype(np.float32)
+
+
+def _propagated_votes(nodes, n_labeled, labels, calib_rows, cfg, c):
+    """Propagated class distributions for ``nodes`` (N, d); labeled rows come first.
+
+    Returns (all-seed distributions (N, C), calibration-row distributions). Without a
+    separate calibration set (``calib_rows`` None) the labeled set is cross-fitted: each
+    fold's rows are scored with that fold's labels hidden.
+    """
+    index = build_index(nodes, cfg.graph_index_kind, **cfg.index_options)
+    sims, ids = _drop_self(*search(index, nodes, cfg.propagation_k + 1))
+    w = np.where(ids >= 0, np.clip(sims, 0, None), 0.0) ** cfg.similarity_power
+    rows = np.repeat(np.arange(len(nodes)), ids.shape[1])
+    w_mat = sp.csr_matrix((w.ravel(), (rows, np.maximum(ids, 0).ravel())), shape=(len(nodes),) * 2)
+    w_mat = w_mat + w_mat.T
+    d = np.asarray(w_mat.sum(axis=1)).ravel()
+    d_inv = sp.diags(np.where(d > 0, 1 / np.sqrt(np.maximum(d, 1e-30)), 0.0))
+    graph = (d_inv @ w_mat @ d_inv).tocsr()
+    seeds = np.arange(n_labeled)
+    full = _spread(graph, seeds, labels, cfg, c)
+    if calib_rows is not None:
+        return full, full[calib_rows]
+    # Stratified folds: the i-th sample of each class goes to fold i mod folds.
+    order = np.random.default_rng(cfg.seed).permutation(n_labeled)
+    rank = np.empty(n_labeled, dtype=np.int64)
+    for cls in np.unique(labels):
+        members = order[labels[order] == cls]
+        rank[members] = np.arange(len(members))
+    fold = rank % cfg.propagation_folds
+    calib = np.empty((n_labeled, c), dtype=np.float32)
+    for f in range(cfg.propagation_folds):
+        held = fold == f
+        if held.any():
+            calib[held] = _spread(graph, seeds[~held], labels[~held], cfg, c)[:n_labeled][held]
+    return full, calib
+
+
+def combine(clf: np.ndarray, vote: np.ndarray, weight: float, how: str = "product") -> np.ndarray:
+    """Combine (n, C) classifier and vote distributions into one (n, C) float32 distribution."""
+    if how == "mean":
+        return (weight * clf + (1 - weight) * vote).astype(np.float32)
+    # Floor both so one expert's hard zero (no neighbour of that class) is a veto, not a NaN.
+    log_p = weight * np.log(np.clip(clf, 1e-4, 1)) + (1 - weight) * np.log(np.clip(vote, 1e-4, 1))
+    p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _apply_caps(accepted, label, score, labeled_labels, c, cfg) -> np.ndarray:
+    """Mask of accepted samples dropped by the class caps (lowest scores go first)."""
+    counts = np.bincount(label[accepted], minlength=c)
+    caps = np.full(c, np.iinfo(np.int64).max)
+    if cfg.max_class_ratio is not None:
+        # Share of each class in the labeled set, smoothed so a rare class is not capped at 0.
+        share = (np.bincount(labeled_labels, minlength=c) + 1) / (len(labeled_labels) + c)
+        caps = np.ceil(cfg.max_class_ratio * share * counts.sum()).astype(np.int64)
+    if cfg.max_per_class is not None:
+        caps = np.minimum(caps, cfg.max_per_class)
+    capped = np.zeros(len(label), dtype=bool)
+    for cls in np.flatnonzero(counts > caps):
+        members = np.flatnonzero(accepted & (label == cls))
+        capped[members[np.argsort(-score[members], kind="stable")[caps[cls] :]]] = True
+    return capped
+
+
+def select_pseudo_labels(
+    pool_embeddings: np.ndarray,
+    pool_probs: np.ndarray,
+    labeled_embeddings: np.ndarray,
+    labeled_labels: np.ndarray,
+    calib_embeddings: np.ndarray | None,
+    calib_probs: np.ndarray,
+    calib_labels: np.ndarray | None,
+    num_classes: int,
+    config: SelectionConfig | None = None,
+) -> SelectionResult:
+    """Decide accept / review / reject, with a label and evidence, for every pool sample.
+
+    ``pool_embeddings`` (n, d) and ``labeled_embeddings`` (m, d) floating (normalised here);
+    ``pool_probs`` (n, C) classifier probabilities; ``labeled_labels`` (m,) int.
+    Calibration: ``calib_embeddings`` (q, d), ``calib_probs`` (q, C), ``calib_labels`` (q,)
+    held out from the classifier and the labeled set; or ``calib_embeddings`` and
+    ``calib_labels`` None and ``calib_probs`` (m, C) *out-of-fold* classifier probabilities
+    for the labeled set (e.g. cross_val_predict), which is then scored leave-one-out.
+    """
+    cfg = config or SelectionConfig()
+    c = num_classes
+    check_embeddings(pool_embeddings, "pool_embeddings")
+    d = pool_embeddings.shape[1]
+    check_embeddings(labeled_embeddings, "labeled_embeddings", dim=d)
+    n, m = len(pool_embeddings), len(labeled_embeddings)
+    labeled_labels = np.asarray(labeled_labels)
+    if labeled_labels.shape != (m,):
+        raise InvalidInputError(
+            f"labeled_labels must have shape ({m},), got {labeled_labels.shape}"
+        )
+    _check_labels(labeled_labels, c, "labeled_labels")
+    pool_probs = _check_probs(pool_probs, n, c, "pool_probs")
+    if (calib_embeddings is None) != (calib_labels is None):
+        raise InvalidInputError("give calib_embeddings and calib_labels together, or neither")
+    if calib_embeddings is not None:
+        check_embeddings(calib_embeddings, "calib_embeddings", dim=d)
+        calib_labels = np.asarray(calib_labels)
+        if calib_labels.shape != (len(calib_embeddings),):
+            raise InvalidInputError("calib_labels must have one label per calib_embeddings row")
+        _check_labels(calib_labels, c, "calib_labels")
+    else:
+        calib_labels = labeled_labels
+    calib_probs = _check_probs(calib_probs, len(calib_labels), c, "calib_probs")
+
+    index = build_index(labeled_embeddings, cfg.index_kind, **cfg.index_options)
+    sims, ids = search(index, pool_embeddings, cfg.k)
+    if calib_embeddings is not None:
+        c_sims, c_ids = search(index, calib_embeddings, cfg.k)
+    else:  # leave-one-out: a labeled sample must not vote for itself
+        c_sims, c_ids = _drop_self(*search(index, labeled_embeddings, cfg.k + 1))
+    if cfg.propagation:
+        parts = [labeled_embeddings, pool_embeddings]
+        calib_rows = None
+        if calib_embeddings is not None:
+            parts.insert(1, calib_embeddings)
+            calib_rows = np.arange(m, m + len(calib_embeddings))
+        full, calib_vote = _propagated_votes(
+            np.concatenate(parts), m, labeled_labels, calib_rows, cfg, c
+        )
+        pool_vote = full[-n:]
+    else:
+        pool_vote = knn_vote(sims, ids, labeled_labels, c, cfg.similarity_power)
+        calib_vote = knn_vote(c_sims, c_ids, labeled_labels, c, cfg.similarity_power)
+
+    combined = combine(pool_probs, pool_vote, cfg.classifier_weight, cfg.combination)
+    label = combined.argmax(axis=1)
+    score = combined[np.arange(n), label]
+    calib_combined = combine(calib_probs, calib_vote, cfg.classifier_weight, cfg.combination)
+    calib_pred = calib_combined.argmax(axis=1)
+    calibration = calibrate_thresholds(
+        calib_combined[np.arange(len(calib_pred)), calib_pred],
+        calib_pred,
+        calib_pred == calib_labels,
+        c,
+        cfg.target_precision,
+        pool_scores=score,
+        pool_predicted=label,
+        confidence=cfg.confidence,
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.seed,
+    )
+    thresholds = calibration.thresholds
+    # A class that cannot reach the target still sends its most confident samples to review.
+    review_thresholds = np.minimum(thresholds, 1.0) - cfg.review_band
+    passed = score >= thresholds[label]
+    capped = _apply_caps(passed, label, score, labeled_labels, c, cfg)
+    accepted = passed & ~capped
+    review = ~passed & (score >= review_thresholds[label])
+    if cfg.max_review is not None and review.sum() > cfg.max_review:
+        members = np.flatnonzero(review)
+        review[members[np.argsort(-score[members], kind="stable")[cfg.max_review :]]] = False
+    decision = np.full(n, Decision.REJECTED, dtype=np.int8)
+    decision[review] = Decision.NEEDS_REVIEW
+    decision[accepted] = Decision.ACCEPTED
+    counts = {
+        "pool": n,
+        "accepted": int(accepted.sum()),
+        "needs_review": int(review.sum()),
+        "rejected": int(n - accepted.sum() - review.sum()),
+        "capped": int(capped.sum()),
+    }
+    return SelectionResult(
+        decision=decision,
+        label=label.astype(np.int64),
+        score=score.astype(np.float32),
+        classifier_prob=pool_probs[np.arange(n), label],
+        knn_share=pool_vote[np.arange(n), label],
+        neighbor_ids=ids,
+        neighbor_sims=sims,
+        capped=capped,
+        thresholds=thresholds,
+        review_thresholds=review_thresholds,
+        accepted_per_class=np.bincount(label[accepted], minlength=c).astype(np.int64),
+        calibration=calibration,
+        counts=counts,
+    )

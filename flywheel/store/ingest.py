@@ -1,0 +1,390 @@
+"""Ingest images into the store: validate, deduplicate, assign splits, record seed labels.
+
+Sources produce ``Candidate``s (a name, a way to read the bytes, maybe a label and split);
+``ingest_candidates`` does the rest the same way for every source. Each batch is all or
+nothing: its new blobs are deleted again if its database transaction fails, and a rejected
+file never reaches the store or the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from flywheel.config import IngestSettings
+from flywheel.db import Database, GroundTruth, Label, Sample
+from flywheel.db.models import LabelSource, Split
+from flywheel.errors import (
+    FlywheelError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedMediaError,
+)
+from flywheel.store.blobs import BlobStore, sha256_hex
+from flywheel.store.images import ImageInfo, inspect_image
+from flywheel.store.remote_reads import RemoteReader
+from flywheel.store.remote_sources import RemoteSourcePolicy
+
+# torchvision's ImageFolder convention.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+Progress = Callable[[int, int], None]
+# Reading and decoding overlap file-system latency; PIL releases the GIL while decoding.
+READ_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # shown in the report: a path, URI or synthetic name
+    read: Callable[[], bytes]
+    label: str | None = None
+    split: str | None = None  # explicit split wins over the SplitPlan
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How labeled candidates without an explicit split are divided.
+
+    Per class: ``test_fraction`` goes to the frozen test split; of the rest,
+    ``labels_per_class`` become seed labels (train) and the others join the pool with their
+    labels kept aside as hidden truth. ``labels_per_class=None`` keeps every label.
+    """
+
+    labels_per_class: int | None = None
+    test_fraction: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise InvalidInputError("test fraction must be in [0, 1)")
+        if self.labels_per_class is not None and self.labels_per_class < 0:
+            raise InvalidInputError("labels per class must be >= 0")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    name: str
+    reason: str
+    not_an_image: bool = False  # the bytes are no image of an allowed format at all
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    labels_added: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    by_split: Counter[str] = field(default_factory=Counter)
+    sample_ids: list[str] = field(default_factory=list)
+    duplicate_ids: list[str] = field(default_factory=list)  # the sample each duplicate is
+
+    @property
+    def seen(self) -> int:
+        return self.added + len(self.duplicates) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    candidate: Candidate
+    split: str
+    label: str | None  # visible label (train/val/test)
+    hidden_label: str | None  # pool sample's truth, kept aside
+    error: str | None = None  # why this candidate is rejected before it is read
+
+
+def plan_splits(candidates: Sequence[Candidate], plan: SplitPlan) -> list[_Planned]:
+    """Decide every candidate's split; deterministic for a given ``plan.seed``."""
+    planned: list[_Planned | None] = [None] * len(candidates)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    valid_splits = {s.value for s in Split}
+    for i, c in enumerate(candidates):
+        if c.split is not None:
+            if c.split not in valid_splits:
+                planned[i] = _Planned(c, c.split, None, None, f"unknown split {c.split!r}")
+            elif c.split == Split.POOL:
+                planned[i] = _Planned(c, Split.POOL, None, c.label)
+            else:
+                planned[i] = _Planned(c, c.split, c.label, None)
+        elif c.label is None:
+            planned[i] = _Planned(c, Split.POOL, None, None)
+        else:
+            by_class[c.label].append(i)
+    rng = np.random.default_rng(plan.seed)
+    for label in sorted(by_class):
+        idx = np.array(by_class[label])
+        rng.shuffle(idx)
+        n_test = round(len(idx) * plan.test_fraction)
+        rest = idx[n_test:]
+        n_train = len(rest) if plan.labels_per_class is None else plan.labels_per_class
+        for j in idx[:n_test]:
+            planned[j] = _Planned(candidates[j], Split.TEST, label, None)
+        for j in rest[:n_train]:
+            planned[j] = _Planned(candidates[j], Split.TRAIN, label, None)
+        for j in rest[n_train:]:
+            planned[j] = _Planned(candidates[j], Split.POOL, None, label)
+    return [p for p in planned if p is not None]
+
+
+def ingest_candidates(
+    db: Database,
+    store: BlobStore,
+    candidates: Iterable[Candidate],
+    source: str,
+    settings: IngestSettings,
+    plan: SplitPlan = SplitPlan(),
+    progress: Progress | None = None,
+) -> IngestReport:
+    candidates = list(candidates)
+    planned = plan_splits(candidates, plan)
+    report = IngestReport()
+    total = len(planned)
+    done = 0
+    for start in range(0, total, settings.batch_size):
+        batch = planned[start : start + settings.batch_size]
+        _ingest_batch(db, store, batch, source, settings, report)
+        done += len(batch)
+        if progress:
+            progress(done, total)
+    return report
+
+
+def _load(item: _Planned, settings: IngestSettings) -> tuple[bytes, ImageInfo] | Rejection:
+    """Read and fully decode one candidate, or say why it cannot be accepted."""
+    name = item.candidate.name
+    if item.error is not None:
+        return Rejection(name, item.error)
+    if item.split != Split.POOL and item.label is None:
+        return Rejection(name, f"split {item.split} needs a label")
+    try:
+        data = item.candidate.read()
+        info = inspect_image(
+            data, settings.allowed_formats, settings.max_image_bytes, settings.max_image_pixels
+        )
+    except UnsupportedMediaError as exc:
+        return Rejection(name, str(exc), not_an_image=True)
+    except FlywheelError as exc:
+        return Rejection(name, str(exc))
+    except OSError as exc:
+        return Rejection(name, f"cannot read: {exc.strerror or exc}")
+    except Exception as exc:  # a remote filesystem's own errors: still just this one file
+        return Rejection(name, f"cannot read: {type(exc).__name__}")
+    return data, info
+
+
+def _ingest_batch(
+    db: Database,
+    store: BlobStore,
+    batch: list[_Planned],
+    source: str,
+    settings: IngestSettings,
+    report: IngestReport,
+) -> None:
+    valid: dict[str, tuple[_Planned, bytes, ImageInfo]] = {}
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        loaded = list(pool.map(lambda item: _load(item, settings), batch))
+    for item, outcome in zip(batch, loaded, strict=True):
+        if isinstance(outcome, Rejection):
+            report.rejected.append(outcome)
+            continue
+        data, info = outcome
+        sha = sha256_hex(data)
+        if sha in valid:
+            report.duplicates.append(item.candidate.name)
+            report.duplicate_ids.append(sha)
+            continue
+        valid[sha] = (item, data, info)
+    if not valid:
+        return
+    with db.session() as session:
+        existing = set(session.scalars(select(Sample.id).where(Sample.id.in_(list(valid)))))
+    for sha in existing:
+        report.duplicates.append(valid.pop(sha)[0].candidate.name)
+        report.duplicate_ids.append(sha)
+    created: list[str] = []
+    try:
+        rows: list[object] = []
+        labels: list[Label] = []
+        blobs = store.put_many([data for _, data, _ in valid.values()])
+        created.extend(b.sha256 for b in blobs if b.created)
+        for blob, (sha, (item, data, info)) in zip(blobs, valid.items(), strict=True):
+            rows.append(
+                Sample(
+                    id=sha,
+                    blob_uri=blob.uri,
+                    source=source,
+                    split=str(item.split),
+                    original_name=item.candidate.name,
+                    format=info.format,
+                    width=info.width,
+                    height=info.height,
+                    size_bytes=len(data),
+                )
+            )
+            if item.hidden_label is not None:
+                rows.append(GroundTruth(sample_id=sha, label=item.hidden_label))
+            if item.label is not None:
+                labels.append(
+                    Label(
+                        sample_id=sha,
+                        label=item.label,
+                        source=LabelSource.SEED.value,
+                        confidence=1.0,
+                        method=f"ingest:{source}",
+                    )
+                )
+        with db.session() as session:
+            # Samples first: labels and ground truth reference them.
+            session.add_all([r for r in rows if isinstance(r, Sample)])
+            session.flush()
+            session.add_all([r for r in rows if not isinstance(r, Sample)] + labels)
+    except BaseException:
+        for sha in created:  # leave no orphan blobs behind a failed transaction
+            store.delete(sha)
+        raise
+    for sha, (item, _, _) in valid.items():
+        report.sample_ids.append(sha)
+        report.by_split[str(item.split)] += 1
+    report.added += len(valid)
+    report.labels_added += len(labels)
+
+
+# --- sources -------------------------------------------------------------------------
+
+
+def _file_reader(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if not path.is_file():
+            raise NotFoundError("file not found")
+        return path.read_bytes()
+
+    return read
+
+
+def _unsupported(reason: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise InvalidInputError(reason)
+
+    return read
+
+
+def imagefolder_candidates(root: Path) -> list[Candidate]:
+    """``root/<class>/<img>`` is labeled with ``<class>``; images directly in ``root`` are not.
+
+    Files with other extensions are listed (and so rejected with a reason), not skipped
+    silently; hidden files are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotFoundError(f"not a directory: {root}")
+    out: list[Candidate] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_dir() or any(part.startswith(".") for part in rel.parts):
+            continue
+        label = rel.parts[0] if len(rel.parts) > 1 else None
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            read = _file_reader(path)
+        else:
+            read = _unsupported(f"unsupported file type {path.suffix or '(none)'!r}")
+        out.append(Candidate(str(rel), read, label))
+    return out
+
+
+def _uri_reader(
+    uri: str, base_dir: Path, policy: RemoteSourcePolicy, reader: RemoteReader
+) -> Callable[[], bytes]:
+    if "://" not in uri or uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://"))
+        return _file_reader(path if path.is_absolute() else base_dir / path)
+    # Strictly parsed (UriRefused names the rule), read by a client built from settings.
+    return lambda: reader.read(policy.check(uri))
+
+
+def prefetched_candidates(
+    rows: Sequence[dict[str, str | None]], fetched: Sequence[bytes | Exception]
+) -> list[Candidate]:
+    """Rows ``{uri, label?, split?}`` whose bytes were already read (or failed to be)."""
+    out = []
+    for i, (row, got) in enumerate(zip(rows, fetched, strict=True)):
+        out.append(
+            Candidate(
+                f"item {i + 1}: {row['uri']}", _result(got), row.get("label"), row.get("split")
+            )
+        )
+    return out
+
+
+def _result(got: bytes | Exception) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    return read
+
+
+def manifest_candidates(
+    path: Path, settings: IngestSettings, reader: RemoteReader | None = None
+) -> list[Candidate]:
+    """Rows of a Parquet or CSV manifest: ``uri`` (required), ``label`` and ``split`` optional.
+
+    Relative paths are resolved against the manifest's folder. A manifest is the operator's
+    own file, so its remote URIs need not lie under ``uri_roots``; they must still use one
+    of ``uri_schemes``, are parsed as strictly as URIs sent over HTTP, and are read by a
+    client built from settings (a root's options where one matches), with its timeouts.
+    """
+    policy = RemoteSourcePolicy(settings.uri_roots, settings.uri_schemes, require_root=False)
+    reader = reader or RemoteReader(settings)
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            rows = pq.read_table(path).to_pylist()
+        elif suffix == ".csv":
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        else:
+            raise InvalidInputError(f"manifest must be .parquet or .csv, not {suffix!r}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read manifest {path}: {exc}") from exc
+    if rows and "uri" not in rows[0]:
+        raise InvalidInputError(f"manifest {path} has no 'uri' column")
+    out = []
+    for i, row in enumerate(rows):
+        uri = row.get("uri")
+        name = f"row {i + 1}: {uri}"
+        label = row.get("label")
+        split = row.get("split")
+        label = None if label in (None, "") else str(label)
+        split = None if split in (None, "") else str(split)
+        if not isinstance(uri, str) or not uri:
+            out.append(Candidate(f"row {i + 1}", _unsupported("missing uri"), label, split))
+            continue
+        out.append(Candidate(name, _uri_reader(uri, path.parent, policy, reader), label, split))
+    return out
+
+
+def digits_candidates() -> list[Candidate]:
+    """sklearn's 1,797 real 8x8 digit scans as 8-bit grayscale PNGs, labeled "0".."9"."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    out = []
+    for i, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
+        # The scans are 0..16 intensities; scale to the full 8-bit range.
+        img = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode="L")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+        out.append(Candidate(f"digits/{i:04d}", lambda d=data: d, str(int(target))))
+    return out
