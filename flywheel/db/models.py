@@ -227,6 +227,14 @@ class ReviewState(enum.StrEnum):
     SUPERSEDED = "superseded"  # a later cycle re-queued the sample
 
 
+class ReviewReason(enum.StrEnum):
+    """Why a sample is in the review queue."""
+
+    UNCERTAIN = "uncertain"  # a cycle's pseudo-label near its class threshold, or disputed
+    FEEDBACK_CONFLICT = "feedback_conflict"  # users' votes give no confident consensus
+    LABEL_AUDIT = "label_audit"  # the label audit: a human-made label looks wrong
+
+
 class ReviewItem(Base):
     """A sample a human should look at: uncertain pseudo-labels, feedback conflicts."""
 
