@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 
 from flywheel.config import LearningSettings, Settings
-from flywheel.cycle.guard import exclusive_cycles, holder_id
+from flywheel.cycle.guard import holder_id
 from flywheel.cycle.lease import current
-from flywheel.cycle.requests import feedback_trigger_due, request_cycle
-from flywheel.cycle.runner import run_cycle, start_cycle
+from flywheel.cycle.runner import claim_cycle, queue_cycle, run_cycle
+from flywheel.cycle.triggers import Every, check_drift_and_trigger, check_feedback_and_trigger
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError
 from flywheel.learn.registry import ModelRegistry
@@ -64,22 +63,6 @@ class Ticker:
         self._thread.join(timeout)
 
 
-class Every:
-    """True from ``due()`` at most once per ``interval_s`` (never when not ``enabled``)."""
-
-    def __init__(self, interval_s: float, enabled: bool = True) -> None:
-        self.interval_s = interval_s
-        self.enabled = enabled
-        self._last = time.monotonic()
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < self.interval_s:
-            return False
-        self._last = now
-        return True
-
-
 class CycleRunner:
     """One cycle at a time, each in its own daemon thread."""
 
@@ -109,17 +92,12 @@ class CycleRunner:
         """The triggers: enough new feedback, or drifted inputs, start a cycle here."""
         if self.active() is not None:
             return
-        trigger = None
-        if feedback_trigger_due(self.ws, self.settings.triggers.feedback_count):
-            trigger = "feedback"
-        elif self._drift.due():
-            from flywheel.insights.drift import measure_drift
 
-            report = measure_drift(self.ws, self.registry, self.settings.drift)
-            trigger = "drift" if report is not None and report.drifted else None
-        if trigger is not None:
-            with suppress(ConflictError):  # a cycle started elsewhere meanwhile
-                self.submit(self.settings.learning, trigger=trigger)
+        def start(trigger: str) -> int:
+            return self.submit(self.settings.learning, trigger=trigger)
+
+        if check_feedback_and_trigger(self.ws, self.settings, start) is None and self._drift.due():
+            check_drift_and_trigger(self.ws, self.registry, self.settings, start)
 
     def active(self) -> int | None:
         """The cycle queued or running in this process, if any."""
@@ -139,9 +117,8 @@ class CycleRunner:
             # The lease is shared with other processes (the CLI, other API processes): a
             # cycle running anywhere is a 409 here, and it is held until _work ends.
             lease = ExitStack()
-            lease.enter_context(exclusive_cycles(self.ws.db, self.holder))
             try:
-                cycle_id = start_cycle(self.ws, learning, trigger)
+                cycle_id = lease.enter_context(claim_cycle(self.ws, learning, self.holder, trigger))
                 thread = threading.Thread(
                     target=self._work,
                     args=(cycle_id, learning, lease),
@@ -205,8 +182,6 @@ class BrokerCycleRunner:
 
     def tick(self) -> None:
         if self._drift.due():
-            from flywheel.insights.drift import check_drift_and_trigger
-
             check_drift_and_trigger(self.ws, self.registry, self.settings)
         self._relay_and_trigger(self.ws, self.settings)
 
@@ -217,7 +192,7 @@ class BrokerCycleRunner:
     def submit(self, learning: LearningSettings, trigger: str = "manual") -> int:
         if self._closed:
             raise ConflictError("the server is shutting down: no new cycles")
-        cycle_id = request_cycle(self.ws, learning, self.settings.cycles, trigger)
+        cycle_id, _ = queue_cycle(self.ws, self.settings, trigger, publish=None)
         self._ticker.poke()  # relay it now, off the request; a broker that is down is retried
         return cycle_id
 

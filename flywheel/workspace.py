@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from flywheel.config import Settings
 from flywheel.datasets.versions import DatasetVersions
 from flywheel.db import Database, open_database
 from flywheel.store.blobs import BlobStore
+from flywheel.store.storage import open_location
 
 # Marks a folder as a Flywheel data dir, so `--fresh` never wipes a folder it did not make.
 MARKER = ".flywheel"
@@ -20,6 +23,11 @@ class Workspace:
     db: Database
     blobs: BlobStore
     versions: DatasetVersions
+
+    def cycle_file(self, cycle_id: int, name: str) -> tuple[pafs.FileSystem, str]:
+        """Where cycle ``cycle_id`` keeps its file ``name`` in the store: ``cycles/<id>/``."""
+        loc = open_location(self.settings.storage_root)
+        return loc.fs, loc.path("cycles", str(cycle_id), name)
 
     def close(self) -> None:
         self.db.dispose()

@@ -3,7 +3,7 @@
 A cycle is the chain ``consensus (cpu) -> select (gpu) -> train (gpu) -> finish (cpu)``
 (:func:`cycle_chain`). Each task re-reads the cycle from the database, holds the cycle
 and step leases while it runs (:func:`flywheel.cycle.requests.claim_step`), and calls the
-idempotent step of :mod:`flywheel.cycle.steps_all`, so a redelivered task never duplicates
+idempotent step of :mod:`flywheel.cycle.steps`, so a redelivered task never duplicates
 labels, dataset versions or models.
 
 Errors: transient ones (database or broker unreachable, another copy of the step still
@@ -33,18 +33,15 @@ from flywheel.cycle.requests import (
     CycleGoneError,
     StepBusyError,
     claim_step,
-    feedback_trigger_due,
     release_cycle,
-    request_cycle,
 )
-from flywheel.cycle.runner import fail_cycle
-from flywheel.cycle.steps_all import (
-    run_consensus_step,
-    run_finish_step,
-    run_select_step,
-    run_train_step,
-    update_cycle,
-)
+from flywheel.cycle.runner import queue_cycle
+from flywheel.cycle.state import fail_cycle, update_cycle
+from flywheel.cycle.steps.consensus import run_consensus_step
+from flywheel.cycle.steps.finish import run_finish_step
+from flywheel.cycle.steps.select import run_select_step
+from flywheel.cycle.steps.train import run_train_step
+from flywheel.cycle.triggers import SCHEDULE, check_drift_and_trigger, check_feedback_and_trigger
 from flywheel.errors import ConflictError
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace, open_workspace
@@ -195,12 +192,9 @@ def publish(topic: str, payload: dict[str, Any]) -> None:
 
 def relay_and_trigger(ws: Workspace, settings: Settings) -> dict[str, int | None]:
     """Start a cycle if enough feedback arrived, then relay the outbox to the broker."""
-    started = None
-    if feedback_trigger_due(ws, settings.triggers.feedback_count):
-        try:
-            started = request_cycle(ws, settings.learning, settings.cycles, trigger="feedback")
-        except ConflictError:  # another process started one first
-            started = None
+    started = check_feedback_and_trigger(
+        ws, settings, lambda trigger: queue_cycle(ws, settings, trigger, None)[0]
+    )
     report = relay(ws.db, publish)
     return {"sent": report.sent, "failed": report.failed, "cycle_started": started}
 
@@ -219,24 +213,21 @@ def scheduled_cycle(self: Task) -> dict[str, Any]:
     settings = _settings(self)
     ws, _ = _open(settings)
     try:
-        cycle_id = request_cycle(ws, settings.learning, settings.cycles, trigger="schedule")
+        cycle_id, _ = queue_cycle(ws, settings, SCHEDULE, publish)
     except ConflictError as exc:
         log.info("scheduled cycle skipped: %s", exc)
         return {"cycle_id": None, "skipped": str(exc)}
-    relay(ws.db, publish)
     return {"cycle_id": cycle_id}
 
 
 @shared_task(bind=True, name="workers.tasks.watch_drift")
 def watch_drift(self: Task) -> dict[str, Any]:
     """Beat runs this every drift.check_interval_s: queue a cycle when inputs drifted."""
-    from flywheel.insights.drift import check_drift_and_trigger
-
     settings = _settings(self)
     ws, registry = _open(settings)
-    report, cycle_id = check_drift_and_trigger(ws, registry, settings)
-    if cycle_id is not None:
-        relay(ws.db, publish)
+    report, cycle_id = check_drift_and_trigger(
+        ws, registry, settings, lambda trigger: queue_cycle(ws, settings, trigger, publish)[0]
+    )
     return {
         "drifted": report.drifted if report else None,
         "mmd": report.mmd if report else None,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
@@ -18,7 +19,7 @@ from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.workspace import Workspace
 
 if TYPE_CHECKING:
-    from flywheel.cycle.runner import CycleResult
+    from flywheel.cycle.state import CycleResult
 
 cycle_app = typer.Typer(no_args_is_help=True, help="Turn the wheel: run and inspect cycles.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, promote, rollback.")
@@ -55,23 +56,28 @@ def cycle_table(results: list[CycleResult]) -> Table:
 
 
 def run_cycles(ws: Workspace, cycles: int) -> list[CycleResult]:
-    from flywheel.cycle.guard import exclusive_cycles, holder_id
-    from flywheel.cycle.runner import run_cycle
+    from flywheel.cycle.guard import holder_id
+    from flywheel.cycle.runner import run_cycles_here
 
     registry = registry_for(ws.settings)
-    results = []
     # One cycle at a time per project: an API or another CLI running one is an error here.
-    with exclusive_cycles(ws.db, holder_id("cli")), cycle_bar() as bar:
-        for n in range(1, cycles + 1):
-            task = bar.add_task("cycle", total=1.0, n=f"{n}/{cycles}", message="starting")
+    with cycle_bar() as bar:
+        tasks: dict[int, TaskID] = {}
 
-            def update(step: str, fraction: float, message: str, task: int = task) -> None:
-                bar.update(task, completed=fraction, message=f"{step}: {message}")
+        def progress_for(n: int) -> Callable[[str, float, str], None]:
+            tasks[n] = bar.add_task("cycle", total=1.0, n=f"{n}/{cycles}", message="starting")
 
-            result = run_cycle(ws, registry, ws.settings.learning, update)
-            bar.update(task, completed=1.0, message=result.state)
-            results.append(result)
-    return results
+            def update(step: str, fraction: float, message: str) -> None:
+                bar.update(tasks[n], completed=fraction, message=f"{step}: {message}")
+
+            return update
+
+        def on_result(n: int, result: CycleResult) -> None:
+            bar.update(tasks[n], completed=1.0, message=result.state)
+
+        return run_cycles_here(
+            ws, registry, ws.settings.learning, cycles, holder_id("cli"), progress_for, on_result
+        )
 
 
 def cycle_bar() -> Progress:
@@ -87,16 +93,13 @@ def cycle_bar() -> Progress:
 def queue_cycle(ws: Workspace) -> int:
     """Queue a cycle for the workers and hand it to the broker now if it is up (else the
     outbox keeps it until a relay gets through: beat, the API, or the next CLI call)."""
-    from flywheel.cycle.outbox import relay
-    from flywheel.cycle.requests import request_cycle
+    from flywheel.cycle import runner
     from workers.app import create_celery
     from workers.tasks import publish
 
-    settings = ws.settings
-    create_celery(settings)
-    cycle_id = request_cycle(ws, settings.learning, settings.cycles, trigger="manual")
-    report = relay(ws.db, publish)
-    if report.failed:
+    create_celery(ws.settings)
+    cycle_id, report = runner.queue_cycle(ws, ws.settings, "manual", publish)
+    if report is not None and report.failed:
         err_console.print(
             "[yellow]broker unreachable:[/] the cycle waits in the database until it is back"
         )
@@ -105,7 +108,7 @@ def queue_cycle(ws: Workspace) -> int:
 
 def wait_for_cycle(ws: Workspace, cycle_id: int, label: str, poll_s: float = 0.5) -> Cycle:
     """Follow a cycle that workers run, with a live progress bar, until it ends."""
-    from flywheel.cycle.steps_all import FINISHED, load_cycle
+    from flywheel.cycle.state import FINISHED, load_cycle
 
     with cycle_bar() as bar:
         task = bar.add_task("cycle", total=1.0, n=label, message="queued")
@@ -140,7 +143,7 @@ def cycle_run(
         else:
             if not wait and cycles > 1:
                 raise InvalidInputError("one cycle at a time: use --wait for --cycles > 1")
-            from flywheel.cycle.steps_all import result_of
+            from flywheel.cycle.state import result_of
 
             results = []
             for n in range(1, cycles + 1):

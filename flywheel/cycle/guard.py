@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from sqlalchemy import select, update
 
 from flywheel.cycle.lease import Lease, acquire, current, release, renew
+from flywheel.cycle.state import FINISHED
 from flywheel.db import Cycle, Database
 from flywheel.db.models import CycleState, utcnow
 from flywheel.errors import ConflictError
@@ -25,7 +26,6 @@ from flywheel.errors import ConflictError
 # A dead holder blocks cycles for at most LEASE_TTL_S; a live one renews every HEARTBEAT_S.
 LEASE_TTL_S = 120.0
 HEARTBEAT_S = 20.0
-FINISHED = (CycleState.PROMOTED.value, CycleState.REJECTED.value, CycleState.FAILED.value)
 
 
 def holder_id(role: str) -> str:

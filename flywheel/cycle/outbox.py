@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -130,11 +130,8 @@ def relay(
     now = aware_utc(now)
     sent = failed = 0
     with db.session() as session:
-        if session.get_bind().dialect.name == "sqlite":
-            # FOR UPDATE means nothing to SQLite; take its single write lock before reading
-            # (a write statement, even one touching no row) so two relays cannot both read
-            # the same unsent rows. busy_timeout makes the second relay wait its turn.
-            session.execute(text("UPDATE outbox SET attempts = attempts WHERE 0 = 1"))
+        # Two relays must not both read the same unsent rows.
+        db.lock_for_write(session, "outbox")
         messages = session.scalars(
             select(OutboxMessage)
             .where(OutboxMessage.sent_at.is_(None), OutboxMessage.available_at <= now)

@@ -1,4 +1,4 @@
-"""Queued cycles for workers: the request, the lock each step holds, and the triggers.
+"""Queued cycles for workers: the request, and the lock each step holds.
 
 A request takes the project's cycle lease, records a queued cycle and an outbox message in
 one transaction, and hands the lease to the cycle (holder ``cycle:<id>``). A relay then
@@ -14,7 +14,7 @@ and renews them from a heartbeat:
   message redelivered while the first copy still runs) waits instead of working twice.
 
 A redelivered step whose first copy died claims the step lease once it expires, finds the
-outputs the dead copy recorded (:mod:`flywheel.cycle.steps_all`), and goes on from there.
+outputs the dead copy recorded (:mod:`flywheel.cycle.state`), and goes on from there.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import func, select
-
 from flywheel.config import CycleSettings, LearningSettings
 from flywheel.cycle.guard import busy_message, fail_interrupted_cycles, holder_id, keep_alive
 from flywheel.cycle.lease import DEFAULT_NAME, acquire, current, hand_over, release
 from flywheel.cycle.outbox import enqueue
-from flywheel.cycle.steps_all import queued_cycle
-from flywheel.db import Cycle, Feedback
+from flywheel.cycle.state import queued_cycle
+from flywheel.db import Cycle
 from flywheel.db.models import CycleState
 from flywheel.errors import ConflictError, FlywheelError
 from flywheel.workspace import Workspace
@@ -119,20 +117,3 @@ def claim_step(
 def release_cycle(ws: Workspace, cycle_id: int) -> None:
     """Give the project's cycle lease back (the cycle finished or failed)."""
     release(ws.db, cycle_holder(cycle_id))
-
-
-def feedback_since_last_cycle(ws: Workspace) -> int:
-    """Feedback items accepted since the newest cycle was created (all, before any cycle)."""
-    with ws.db.session() as s:
-        since = s.scalar(select(func.max(Cycle.created_at)))
-        query = select(func.count()).select_from(Feedback)
-        if since is not None:
-            query = query.where(Feedback.created_at > since)
-        return int(s.scalar(query) or 0)
-
-
-def feedback_trigger_due(ws: Workspace, threshold: int) -> bool:
-    """True when ``threshold`` (> 0) new feedback items arrived and no cycle is running."""
-    if threshold <= 0 or current(ws.db) is not None:
-        return False
-    return feedback_since_last_cycle(ws) >= threshold

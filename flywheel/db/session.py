@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,6 +89,18 @@ class Database:
             raise
         finally:
             session.close()
+
+    @staticmethod
+    def lock_for_write(session: Session, table: str) -> None:
+        """Serialize read-then-write sections on SQLite, where ``FOR UPDATE`` means nothing.
+
+        A write statement that touches no row still takes SQLite's single write lock, so a
+        second writer waits here (``busy_timeout``) instead of reading the same rows as the
+        first. ``table`` is any table of ours with an ``id`` column. On PostgreSQL this does
+        nothing: its ``SELECT ... FOR UPDATE`` does the locking.
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text(f"UPDATE {table} SET id = id WHERE 0 = 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

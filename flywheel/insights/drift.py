@@ -28,11 +28,10 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from sqlalchemy import func, select
 
-from flywheel.config import DriftSettings, Settings
-from flywheel.cycle.requests import request_cycle
+from flywheel.config import DriftSettings
 from flywheel.db import Label, Prediction, Sample
 from flywheel.db.models import Split, utcnow
-from flywheel.errors import ConflictError, InvalidInputError
+from flywheel.errors import InvalidInputError
 from flywheel.learn.backbones import Classifier
 from flywheel.learn.data import ModelInput, load_images, sample_input_size
 from flywheel.learn.registry import ModelRegistry
@@ -248,18 +247,3 @@ def measure_drift(
         model_version=champion.version,
         computed_at=utcnow(),
     )
-
-
-def check_drift_and_trigger(
-    ws: Workspace, registry: ModelRegistry, settings: Settings
-) -> tuple[DriftReport | None, int | None]:
-    """Measure drift; when drifted and ``settings.drift.trigger_cycle``, queue a cycle
-    (trigger ``"drift"``). The cycle id is None when none was queued, also when another
-    cycle is running (the next check tries again)."""
-    report = measure_drift(ws, registry, settings.drift)
-    if report is None or not report.drifted or not settings.drift.trigger_cycle:
-        return report, None
-    try:
-        return report, request_cycle(ws, settings.learning, settings.cycles, trigger="drift")
-    except ConflictError:
-        return report, None

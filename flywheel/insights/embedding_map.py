@@ -16,10 +16,10 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sqlalchemy import func, select
 
-from flywheel.cycle.steps_all import EmbeddingSnapshot, latest_embeddings
 from flywheel.db import Label
 from flywheel.db.models import LabelSource
 from flywheel.insights.plots import _save, plt
+from flywheel.learn.snapshots import EmbeddingSnapshot, latest_embeddings
 from flywheel.workspace import Workspace
 
 UNLABELED = "unlabeled"

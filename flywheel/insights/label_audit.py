@@ -29,10 +29,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy import func, select
 
-from flywheel.cycle.steps_all import latest_embeddings
 from flywheel.db import Label, ReviewItem
 from flywheel.db.models import LabelSource, ReviewState
 from flywheel.feedback.review import AUDIT_REASON, REVIEW_METHOD
+from flywheel.learn.snapshots import latest_embeddings
 from flywheel.workspace import Workspace
 
 __all__ = [

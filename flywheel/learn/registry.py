@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,17 @@ from flywheel.errors import InvalidInputError, NotFoundError
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "flywheel.champion_history"
+CLASSES_TAG = "classes"  # the model's output classes in order, comma-separated
+
+
+def classes_tag(classes: Sequence[str]) -> dict[str, str]:
+    """The tag that records a model's classes (read back by ``ModelVersion.classes``)."""
+    return {CLASSES_TAG: ",".join(classes)}
+
+
+def classes_of(tags: Mapping[str, str]) -> tuple[str, ...]:
+    """A model's output classes in order, from its tags; empty when the tag is missing."""
+    return tuple(c for c in tags.get(CLASSES_TAG, "").split(",") if c)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,15 @@ class ModelVersion:
     aliases: tuple[str, ...]
     tags: dict[str, str]
     created_at: datetime
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return classes_of(self.tags)
+
+    def predicts(self, classes: Sequence[str]) -> bool:
+        """True when the model's outputs are exactly ``classes``, in order: only then are
+        its probabilities comparable with a cycle's."""
+        return self.tags.get(CLASSES_TAG) == ",".join(classes)
 
 
 def _to_info(mv: Any) -> ModelVersion:

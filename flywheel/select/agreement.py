@@ -20,7 +20,9 @@ import numpy as np
 
 from flywheel.errors import InvalidInputError
 from flywheel.learn.index import IndexKind, build_index, search
-from flywheel.select.calibrated import Decision, SelectionResult
+from flywheel.select.outcome import SelectionOutcome, embedding_classifier_probs, pseudo_anchors
+from flywheel.select.result import Decision, SelectionResult
+from flywheel.select.strategies import SelectionInputs
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,31 @@ def select_by_agreement(
         calibration=None,  # type: ignore[arg-type]
         counts=counts,
     )
+
+
+def select(inputs: SelectionInputs) -> SelectionOutcome:
+    """The ``agreement`` strategy for a cycle. The newest model, promoted or not, is the
+    best opinion on the pool: it was trained on the most labels (the gate still decides
+    what is served). Before any model predicts these classes, a logistic regression on the
+    embedding gives the classifier's side."""
+    data, choice, learning = inputs.data, inputs.choice, inputs.learning
+    model_probs = inputs.latest_probs()
+    if model_probs is None:
+        model_probs = embedding_classifier_probs(data, choice)
+    round_ = inputs.finished_rounds()
+    px, py, pw, pids = pseudo_anchors(data, choice)
+    share = share_for_round(round_, learning.share_start, learning.share_end, learning.share_steps)
+    anchors = np.concatenate([choice.labeled, px])
+    index = build_index(anchors, learning.index_kind)
+    result = select_by_agreement(
+        choice.pool,
+        model_probs,
+        anchors,
+        np.concatenate([data.labeled.labels, py]),
+        np.concatenate([np.ones(len(data.labeled.labels)), np.maximum(pw, 1e-3)]),
+        data.num_classes,
+        AgreementConfig(k=learning.k, tau=learning.tau, share=share),
+        index=index,
+    )
+    how = f"agreement, class quota {share:.0%} of the pool, {len(pids)} pseudo anchors"
+    return SelectionOutcome(result, data.labeled.ids + pids, choice.name, how, index, round_)

@@ -16,17 +16,26 @@ Threshold calibration (:func:`calibrate_thresholds`) lives in :mod:`flywheel.sel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 from flywheel.errors import InvalidInputError
 from flywheel.learn.index import IndexKind, build_index, check_embeddings, search
 from flywheel.select.calibration import Calibration, _check_labels, calibrate_thresholds
+from flywheel.select.outcome import (
+    SelectionOutcome,
+    full_probs,
+    pseudo_anchors,
+    selection_classifier,
+)
+from flywheel.select.result import Decision, SelectionResult
+from flywheel.select.strategies import SelectionInputs
 
 __all__ = [
     "Calibration",
@@ -38,12 +47,6 @@ __all__ = [
     "knn_vote",
     "select_pseudo_labels",
 ]
-
-
-class Decision(IntEnum):
-    REJECTED = 0
-    NEEDS_REVIEW = 1
-    ACCEPTED = 2
 
 
 @dataclass(frozen=True)
@@ -88,25 +91,6 @@ class SelectionConfig:
         failed = [rule for rule, ok in checks.items() if not ok]
         if failed:
             raise InvalidInputError(f"invalid SelectionConfig: need {', '.join(failed)}")
-
-
-@dataclass(frozen=True)
-class SelectionResult:
-    """Per-pool-sample decisions and evidence; n = pool size, k = labeled neighbours."""
-
-    decision: np.ndarray  # (n,) int8 codes of :class:`Decision`
-    label: np.ndarray  # (n,) int64 argmax of the combined distribution
-    score: np.ndarray  # (n,) float32 combined mass of ``label``
-    classifier_prob: np.ndarray  # (n,) float32 classifier probability of ``label``
-    knn_share: np.ndarray  # (n,) float32 vote (or propagated) share of ``label``
-    neighbor_ids: np.ndarray  # (n, k) int64 rows of the labeled set; -1 = none
-    neighbor_sims: np.ndarray  # (n, k) float32 cosine similarities, descending
-    capped: np.ndarray  # (n,) bool: passed the threshold, dropped by a class cap
-    thresholds: np.ndarray  # (C,) float64 accept thresholds (+inf = none)
-    review_thresholds: np.ndarray  # (C,) float64 lower edge of the review band
-    accepted_per_class: np.ndarray  # (C,) int64
-    calibration: Calibration
-    counts: dict[str, int]  # pool, accepted, needs_review, rejected, capped
 
 
 def _check_probs(probs: np.ndarray, n: int, num_classes: int, name: str) -> np.ndarray:
@@ -344,3 +328,66 @@ def select_pseudo_labels(
         calibration=calibration,
         counts=counts,
     )
+
+
+def select(inputs: SelectionInputs) -> SelectionOutcome:
+    """The ``calibrated`` strategy: pseudo-labels for the pool from the chosen embedding.
+
+    The classifier side is a logistic regression on the embedding, so its out-of-fold
+    probabilities on the human labels are cheap and honest calibration data. The champion
+    CNN (``champion_probs``, (n_pool, C)) was trained on those labels, so it cannot be
+    calibrated on them; it acts as a second opinion instead: an accepted sample whose label
+    the champion disputes goes to review rather than into the training set.
+    """
+    data, choice, learning = inputs.data, inputs.choice, inputs.learning
+    labels = data.labeled.labels
+    # Pseudo-labels the wheel already accepted teach the classifier too (weighted by their
+    # confidence); calibration still scores only human labels, each by a model that never
+    # saw it.
+    pseudo_x, pseudo_y, pseudo_w, _ = pseudo_anchors(data, choice)
+
+    def fit(rows: np.ndarray) -> LogisticRegression:
+        x = np.concatenate([choice.labeled[rows], pseudo_x])
+        y = np.concatenate([labels[rows], pseudo_y])
+        w = np.concatenate([np.ones(len(rows)), pseudo_w])
+        return selection_classifier().fit(x, y, sample_weight=w)
+
+    clf = fit(np.arange(len(labels)))
+    pool_probs = full_probs(clf, choice.pool, data.num_classes)
+    min_count = int(np.bincount(labels, minlength=data.num_classes).min())
+    if min_count >= 2:
+        folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=learning.seed)
+        calib = np.zeros((len(labels), data.num_classes))
+        for train_rows, held_out in folds.split(choice.labeled, labels):
+            calib[held_out] = full_probs(
+                fit(train_rows), choice.labeled[held_out], data.num_classes
+            )
+        how = f"{folds.n_splits}-fold out-of-fold on {len(labels)} human labels"
+    else:  # one label in some class: no held-out estimate exists, use in-sample (optimistic)
+        calib = full_probs(clf, choice.labeled, data.num_classes)
+        how = "in-sample (a class has a single label)"
+    if len(pseudo_y):
+        how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
+    cfg = SelectionConfig(
+        k=learning.k,
+        target_precision=learning.target_precision,
+        seed=learning.seed,
+        index_kind=learning.index_kind,
+    )
+    result = select_pseudo_labels(
+        choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg
+    )
+    champion_probs = inputs.champion_probs()
+    if champion_probs is not None:
+        disputed = (result.decision == Decision.ACCEPTED) & (
+            champion_probs.argmax(1) != result.label
+        )
+        decision = result.decision.copy()
+        decision[disputed] = Decision.NEEDS_REVIEW
+        counts = dict(result.counts)
+        counts["accepted"] = int((decision == Decision.ACCEPTED).sum())
+        counts["needs_review"] = int((decision == Decision.NEEDS_REVIEW).sum())
+        counts["disputed_by_champion"] = int(disputed.sum())
+        result = replace(result, decision=decision, counts=counts)
+        how += "; champion agreement required"
+    return SelectionOutcome(result, data.labeled.ids, choice.name, how)

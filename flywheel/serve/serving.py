@@ -24,7 +24,7 @@ from flywheel.db import Database, Prediction, Sample
 from flywheel.db.models import Split, utcnow
 from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.learn.backbones import images_to_tensor
-from flywheel.learn.registry import ModelRegistry
+from flywheel.learn.registry import ModelRegistry, classes_of
 from flywheel.store.blobs import BlobStore, sha256_hex
 from flywheel.store.images import RESIZE_POLICIES, inspect_image, to_model_input
 
@@ -54,7 +54,7 @@ class ServingModel:
         def number(key: str) -> int | None:
             return int(tags[key]) if tags.get(key, "").isdigit() else None
 
-        classes = tuple(c for c in tags.get("classes", "").split(",") if c)
+        classes = classes_of(tags)
         channels = number("channels")
         resize = tags.get("resize")
         return cls(

@@ -22,7 +22,7 @@ import redis
 import yaml
 
 from flywheel.config import Settings
-from flywheel.cycle.steps_all import FINISHED, load_cycle
+from flywheel.cycle.state import FINISHED, load_cycle
 from flywheel.db import Cycle
 from flywheel.workspace import Workspace, open_workspace
 

@@ -22,13 +22,11 @@ from flywheel.cycle.requests import (
     StepBusyError,
     claim_step,
     cycle_holder,
-    feedback_since_last_cycle,
-    feedback_trigger_due,
     release_cycle,
     request_cycle,
 )
-from flywheel.cycle.runner import start_cycle
-from flywheel.cycle.steps_all import load_cycle, update_cycle
+from flywheel.cycle.state import load_cycle, start_cycle, update_cycle
+from flywheel.cycle.triggers import feedback_since_last_cycle, feedback_trigger_due
 from flywheel.db import Cycle, Feedback, OutboxMessage, Prediction
 from flywheel.db.models import utcnow
 from flywheel.errors import ConflictError

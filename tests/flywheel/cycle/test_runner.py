@@ -139,11 +139,12 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
     """A cycle's review item replaces an older cycle's, never users' open feedback conflict."""
     import numpy as np
 
-    from flywheel.cycle.runner import start_cycle, write_selection
+    from flywheel.cycle.label_writer import write_selection
+    from flywheel.cycle.state import start_cycle
     from flywheel.feedback.consensus import CONFLICT_REASON
     from flywheel.learn.data import CycleData, LabeledSet
-    from flywheel.learn.recipe import SelectionOutcome
-    from flywheel.select.calibrated import Decision, SelectionResult
+    from flywheel.select.outcome import SelectionOutcome
+    from flywheel.select.result import Decision, SelectionResult
     from tests.conftest import sample_row
 
     ids = [f"{i:064x}" for i in range(2)]

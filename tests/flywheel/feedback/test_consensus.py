@@ -438,7 +438,7 @@ def test_cycle_resolves_feedback_before_reading_labels(
     fx: Fixture, workspace: Workspace, monkeypatch
 ):
     import flywheel.cycle.runner as cycle
-    import flywheel.cycle.steps_all as cycle_steps
+    import flywheel.cycle.state as cycle_state
 
     sid = fx.sample(50)
     for user in ("u1", "u2", "u3"):
@@ -448,6 +448,6 @@ def test_cycle_resolves_feedback_before_reading_labels(
         assert [lab.label for lab in fx.labels(sid)] == ["dog"]  # already resolved
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(cycle_steps, "load_cycle_data", stop)
+    monkeypatch.setattr(cycle_state, "load_cycle_data", stop)
     with pytest.raises(RuntimeError, match="stop here"):
         cycle.run_cycle(workspace, None, workspace.settings.learning)  # type: ignore[arg-type]

@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from flywheel.config import DriftSettings, Settings
 from flywheel.cycle.runner import run_cycle
+from flywheel.cycle.triggers import check_drift_and_trigger
 from flywheel.db import Cycle, Sample
 from flywheel.errors import InvalidInputError
 from flywheel.insights.drift import (
-    check_drift_and_trigger,
     knn_distance_ratio,
     measure_drift,
     median_gamma,

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flywheel.cycle.runner import start_cycle
-from flywheel.cycle.steps_all import EmbeddingSnapshot, save_embeddings
+from flywheel.cycle.state import start_cycle
 from flywheel.db import Label
 from flywheel.insights.embedding_map import (
     GREY,
@@ -20,6 +19,7 @@ from flywheel.insights.embedding_map import (
 )
 from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.embeddings import EmbeddingChoice
+from flywheel.learn.snapshots import EmbeddingSnapshot, save_embeddings
 from flywheel.workspace import Workspace
 from tests.flywheel.insights.test_label_audit import embedded_digits
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from flywheel.cycle.runner import start_cycle
-from flywheel.cycle.steps_all import save_embeddings
+from flywheel.cycle.state import start_cycle
 from flywheel.db import Label, ReviewItem
 from flywheel.feedback.review import decide_review, list_review
 from flywheel.insights.label_audit import (
@@ -25,6 +24,7 @@ from flywheel.insights.label_audit import (
 )
 from flywheel.learn.data import CycleData, load_cycle_data
 from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
+from flywheel.learn.snapshots import save_embeddings
 from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
 from flywheel.workspace import Workspace
 

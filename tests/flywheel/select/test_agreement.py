@@ -3,7 +3,7 @@ import pytest
 
 from flywheel.errors import InvalidInputError
 from flywheel.select.agreement import AgreementConfig, select_by_agreement, share_for_round
-from flywheel.select.calibrated import Decision
+from flywheel.select.result import Decision
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from flywheel.errors import InvalidInputError
-from flywheel.select.calibrated import Decision, SelectionConfig, knn_vote, select_pseudo_labels
+from flywheel.select.calibrated import SelectionConfig, knn_vote, select_pseudo_labels
+from flywheel.select.result import Decision
 
 E = np.eye(4, dtype=np.float32)
 

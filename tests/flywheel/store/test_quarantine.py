@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flywheel.cli import app
 from flywheel.config import Settings
 from flywheel.cycle.runner import run_cycle
-from flywheel.cycle.steps_all import load_cycle
+from flywheel.cycle.state import load_cycle
 from flywheel.db import Sample
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn.data import ModelInput, derive_input_size, load_cycle_data

@@ -14,23 +14,19 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, func, select
 
-from flywheel.cycle.runner import run_cycle, start_cycle
-from flywheel.cycle.steps_all import (
-    load_cycle,
-    record_output,
-    run_consensus_step,
-    run_finish_step,
-    run_select_step,
-    run_train_step,
-    update_cycle,
-    write_selection,
-)
+from flywheel.cycle.label_writer import write_selection
+from flywheel.cycle.runner import run_cycle
+from flywheel.cycle.state import load_cycle, record_output, start_cycle, update_cycle
+from flywheel.cycle.steps.consensus import run_consensus_step
+from flywheel.cycle.steps.finish import run_finish_step
+from flywheel.cycle.steps.select import run_select_step
+from flywheel.cycle.steps.train import run_train_step
 from flywheel.db import Cycle, DatasetVersion, Label, ReviewItem
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn.data import CycleData, LabeledSet
-from flywheel.learn.recipe import SelectionOutcome
 from flywheel.learn.registry import ModelRegistry
-from flywheel.select.calibrated import Decision, SelectionResult
+from flywheel.select.outcome import SelectionOutcome
+from flywheel.select.result import Decision, SelectionResult
 from flywheel.workspace import Workspace
 from tests.conftest import sample_row
 from tests.flywheel.cycle.test_runner import ingest_digits
@@ -360,9 +356,9 @@ def test_steps_use_the_learning_settings_the_cycle_was_queued_with(ws, registry)
 
 # --- 8. the select step keeps the chosen embedding -------------------------------------------
 def test_select_step_saves_the_chosen_embedding_of_every_sample(ws, registry) -> None:
-    from flywheel.cycle.steps_all import latest_embeddings, load_embeddings
     from flywheel.learn.data import load_cycle_data
     from flywheel.learn.embeddings import loo_knn_accuracy
+    from flywheel.learn.snapshots import latest_embeddings, load_embeddings
 
     ingest_digits(ws, N_DIGITS)
     assert latest_embeddings(ws) is None

@@ -1,0 +1,215 @@
+"""Step 3 (GPU): the classifier trained on the cycle's dataset version, evaluated on the
+frozen test split, gated against the champion and registered in MLflow; output the model
+version tagged with the cycle id, then ``outputs["train"]``."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+from torch import nn
+
+from flywheel.config import LearningSettings
+from flywheel.cycle.artifacts import load_anchor_index, load_selection
+from flywheel.cycle.state import (
+    Progress,
+    Step,
+    cycle_learning,
+    load_cycle,
+    load_data,
+    record_output,
+    reporter,
+    update_cycle,
+)
+from flywheel.datasets.versions import VersionInfo
+from flywheel.db.models import CycleState
+from flywheel.errors import InvalidInputError
+from flywheel.insights.plots import confusion_matrix_png
+from flywheel.learn.data import CycleData
+from flywheel.learn.gate import GateConfig, GateDecision, decide_promotion
+from flywheel.learn.recipe import classifier_probs, fit_classifier, train_ssl_backbone
+from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
+from flywheel.learn.training import EvalResult, evaluate
+from flywheel.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Judgement:
+    candidate: EvalResult
+    incumbent: EvalResult | None  # the champion on the same test split, if comparable
+    gate: GateDecision
+
+
+def model_of_cycle(registry: ModelRegistry, cycle_id: int) -> ModelVersion | None:
+    """The registered model a cycle produced, if its train step got that far."""
+    mine = [v for v in registry.versions() if v.tags.get("cycle_id") == str(cycle_id)]
+    return mine[0] if mine else None
+
+
+def judge(
+    model: nn.Module, champion: nn.Module | None, data: CycleData, learning: LearningSettings
+) -> Judgement:
+    """The candidate and the champion on the frozen test split, and the gate's decision."""
+
+    def on_test(m: nn.Module) -> EvalResult:
+        probs = classifier_probs(m, data.test.images, data.num_classes)
+        return evaluate(probs, data.test.labels, data.num_classes)
+
+    candidate = on_test(model)
+    incumbent = on_test(champion) if champion is not None else None
+    gate = decide_promotion(
+        candidate, incumbent, GateConfig(learning.gate_margin, learning.gate_per_class_tolerance)
+    )
+    return Judgement(candidate, incumbent, gate)
+
+
+def cycle_metrics(
+    judged: Judgement, outputs: dict[str, Any], version: VersionInfo, data: CycleData
+) -> dict[str, Any]:
+    """The cycle's metrics: the judgement, the selection's summary and the version's counts."""
+    selection, consensus = outputs["selection"], outputs.get("consensus", {})
+    metrics: dict[str, Any] = {
+        "test_accuracy": judged.candidate.accuracy,
+        "test_ece": judged.candidate.ece,
+        "champion_accuracy": judged.incumbent.accuracy if judged.incumbent else None,
+    }
+    for key in ("embedding", "embedding_scores", "accepted", "needs_review"):
+        metrics[key] = selection[key]
+    for key in ("disputed_by_champion", "calibration", "selection_round", "pool"):
+        metrics[key] = selection[key]
+    metrics["labels_written"] = selection["labels_written"]
+    metrics["feedback_labels"] = consensus.get("labels_written", 0)
+    metrics["feedback_review"] = consensus.get("review", 0)
+    metrics["labels_by_source"] = version.stats["by_source"]
+    metrics["pseudo_precision"] = selection["pseudo_precision"]
+    metrics["pseudo_coverage"] = selection["pseudo_coverage"]
+    metrics["input"] = data.input.as_dict() if data.input else None
+    return metrics
+
+
+def run_train_step(
+    ws: Workspace, registry: ModelRegistry, cycle_id: int, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and gate a model on the cycle's dataset version; register it."""
+    cycle = load_cycle(ws, cycle_id)
+    outputs = cycle.outputs or {}
+    if "train" in outputs:
+        return outputs["train"]
+    if cycle.dataset_version_out is None or "selection" not in outputs:
+        raise InvalidInputError(f"cycle {cycle_id} has no selection yet: run its select step")
+    learning = cycle_learning(cycle)
+    step = reporter(ws, cycle_id, progress)
+    version = ws.versions.resolve(cycle.dataset_version_out)
+    data = load_data(ws, cycle_id, learning)
+    champion = registry.champion()
+    comparable = champion is not None and champion.predicts(data.classes)
+    champion_model = registry.load(champion.version) if comparable and champion else None
+
+    registered = model_of_cycle(registry, cycle_id)
+    if registered is not None:
+        # The model was registered but the step died before recording it: judge it again
+        # (deterministic) instead of training a duplicate.
+        if registered.run_id:
+            # Registering was the run's last act: a run the dead attempt left open is done.
+            registry.end_run(registered.run_id, "FINISHED")
+        step(CycleState.EVALUATING, 0.85, "evaluating on the frozen test split")
+        judged = judge(registry.load(registered.version), champion_model, data, learning)
+        metrics = cycle_metrics(judged, outputs, version, data)
+        model_version, gate = registered.version, judged.gate
+    else:
+        if cycle.mlflow_run_id:
+            registry.end_run(cycle.mlflow_run_id, "KILLED")  # an earlier attempt's, left open
+        model_version, gate, metrics = train_and_register(
+            ws, registry, cycle_id, data, version, champion_model, step
+        )
+    metrics["model_version"] = model_version
+    metrics["gate"] = gate.as_dict()
+    out = {"model_version": model_version, "promote": gate.promote, "reason": gate.reason}
+    record_output(ws, cycle_id, "train", out, metrics=metrics)
+    return out
+
+
+def train_and_register(
+    ws: Workspace,
+    registry: ModelRegistry,
+    cycle_id: int,
+    data: CycleData,
+    version: VersionInfo,
+    champion_model: nn.Module | None,
+    step: Step,
+) -> tuple[str, GateDecision, dict[str, Any]]:
+    """Train the cycle's model inside its MLflow run, judge it and register it: (model
+    version, gate decision, metrics)."""
+    cycle = load_cycle(ws, cycle_id)
+    learning, outputs = cycle_learning(cycle), cycle.outputs or {}
+    selection = outputs["selection"]
+    accepted, labels, scores = load_selection(ws, cycle_id, data)
+    bootstrap = bool(selection["bootstrap"])
+    step(CycleState.TRAINING, 0.5, "training the classifier")
+    # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
+    ssl = train_ssl_backbone(data, learning, Path(ws.settings.data_dir) / "cache" / "ssl")
+    run_params = {
+        **learning.model_dump(),
+        "cycle_id": cycle_id,
+        "dataset_version": version.id,
+        "embedding": selection["embedding"],
+        "input_size": data.input.size if data.input else None,
+    }
+    with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
+        update_cycle(ws, cycle_id, mlflow_run_id=run_id)
+        registry.log_dict(
+            {"dataset_version": version.id, "parent": version.parent_id, "stats": version.stats},
+            "dataset_version.json",
+        )
+
+        def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+            registry.log_metrics({"train_loss": loss}, step=epoch)
+            step(CycleState.TRAINING, 0.5 + 0.35 * epoch / epochs, f"epoch {epoch}/{epochs}")
+
+        trained = fit_classifier(
+            data,
+            accepted,
+            labels,
+            scores,
+            learning,
+            ssl.backbone if ssl is not None else None,
+            fixmatch=learning.fixmatch == "all" or bootstrap,
+            # A new seed per cycle: a rejected cycle is not simply repeated by the next one.
+            seed=learning.seed + cycle_id,
+            on_epoch=on_epoch,
+        )
+        step(CycleState.EVALUATING, 0.85, "evaluating on the frozen test split")
+        judged = judge(trained.model, champion_model, data, learning)
+        candidate, gate = judged.candidate, judged.gate
+        metrics = cycle_metrics(judged, outputs, version, data)
+        registry.log_metrics(
+            {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+        )
+        per_class = zip(data.classes, candidate.per_class_accuracy, strict=True)
+        registry.log_metrics({f"test_accuracy_class_{c}": a or 0.0 for c, a in per_class})
+        registry.log_dict({"gate": gate.as_dict(), "metrics": metrics}, "gate.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = confusion_matrix_png(
+                candidate.confusion, data.classes, Path(tmp) / "confusion_matrix.png"
+            )
+            registry.log_artifact(png)
+            index = load_anchor_index(ws, cycle_id)
+            if index is not None:
+                path = Path(tmp) / "anchors.faiss"
+                faiss.write_index(index, str(path))
+                registry.log_artifact(path)
+        model_version = registry.log_model(
+            trained.model,
+            {
+                "cycle_id": str(cycle_id),
+                "dataset_version": version.id,
+                **classes_tag(data.classes),
+                "test_accuracy": f"{candidate.accuracy:.4f}",
+                # What serving brings an input to before the model sees it.
+                **(data.input.tags() if data.input else {}),
+            },
+        )
+    return model_version.version, gate, metrics

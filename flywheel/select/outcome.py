@@ -1,0 +1,92 @@
+"""What a cycle's selection produced, with the evidence each label carries, and the
+shared pieces the strategies use (pseudo-label anchors, the embedding's own classifier)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from flywheel.learn.data import CycleData
+from flywheel.learn.embeddings import EmbeddingChoice
+from flywheel.select.result import Decision, SelectionResult
+
+
+@dataclass
+class SelectionOutcome:
+    result: SelectionResult
+    reference_ids: list[str]  # what result.neighbor_ids index into
+    embedding: str
+    calibration: str  # how the thresholds were calibrated
+    index: faiss.Index | None = None  # the anchors' FAISS index, kept with the cycle's run
+    # Earlier selecting cycles the strategy counted (its schedule's position); 0: none used.
+    selection_round: int = 0
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        """Provenance of pool sample ``i``'s decision, small enough for a JSON column."""
+        r = self.result
+        neighbours = [
+            [self.reference_ids[j], round(float(s), 4)]
+            for j, s in zip(r.neighbor_ids[i], r.neighbor_sims[i], strict=True)
+            if j >= 0
+        ]
+        return {
+            "decision": Decision(int(r.decision[i])).name.lower(),
+            "score": round(float(r.score[i]), 5),
+            "classifier_prob": round(float(r.classifier_prob[i]), 5),
+            "knn_share": round(float(r.knn_share[i]), 5),
+            "threshold": _finite(float(r.thresholds[int(r.label[i])])),
+            "neighbors": neighbours,
+            "embedding": self.embedding,
+            "calibration": self.calibration,
+        }
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: a class that accepts nothing has no threshold."""
+    return x if np.isfinite(x) else None
+
+
+def selection_classifier() -> LogisticRegression:
+    return LogisticRegression(C=1.0, max_iter=2000)
+
+
+def pseudo_anchors(
+    data: CycleData, choice: EmbeddingChoice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Pool samples whose current label is a pseudo-label: embeddings, classes, weights, ids."""
+    index = {c: i for i, c in enumerate(data.classes)}
+    has = np.array([sid in data.pool_current for sid in data.pool_ids], dtype=bool)
+    ids = [sid for sid, h in zip(data.pool_ids, has, strict=True) if h]
+    labels = np.array([index[data.pool_current[sid][0]] for sid in ids], dtype=np.int64)
+    weights = np.array([data.pool_current[sid][1] for sid in ids], dtype=np.float64)
+    return choice.pool[has], labels, weights, ids
+
+
+def embedding_classifier_probs(data: CycleData, choice: EmbeddingChoice) -> np.ndarray:
+    """(n_pool, C) probabilities of a logistic regression on the embedding: the classifier
+    opinion when no trained model exists yet."""
+    clf = selection_classifier().fit(choice.labeled, data.labeled.labels)
+    return full_probs(clf, choice.pool, data.num_classes)
+
+
+def full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(x), num_classes), dtype=np.float64)
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def pseudo_label_quality(data: CycleData, result: SelectionResult) -> dict[str, float | None]:
+    """Precision of accepted pseudo-labels against the hidden truth, and pool coverage."""
+    accepted = result.decision == Decision.ACCEPTED
+    known = accepted & (data.pool_truth >= 0)
+    n_pool = len(data.pool_ids)
+    return {
+        "pseudo_precision": float((result.label[known] == data.pool_truth[known]).mean())
+        if known.any()
+        else None,
+        "pseudo_coverage": float(accepted.sum() / n_pool) if n_pool else None,
+    }
