@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from flywheel.db import Database, DatasetVersion, Label, Sample
+from flywheel.db.labels import is_current
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.store import storage
 
@@ -160,11 +161,10 @@ class DatasetVersions:
 
         A sample whose newest row is a retraction has no current label.
         """
-        newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
         query = (
             select(Label, Sample.blob_uri, Sample.split)
             .join(Sample, Sample.id == Label.sample_id)
-            .where(Label.id.in_(newest), Label.retracted.is_(False))
+            .where(is_current())
             .order_by(Label.sample_id)
         )
         with self.db.session() as session:

@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flywheel.config import ConsensusSettings
 from flywheel.db import Database, Feedback, Label, Prediction, ReviewItem, Sample
-from flywheel.db.models import FeedbackKind, LabelSource, ReviewState, Split, utcnow
+from flywheel.db.labels import GOLD_SOURCES, is_current, newest_label_ids
+from flywheel.db.models import FeedbackKind, LabelSource, ReviewReason, ReviewState, Split, utcnow
 from flywheel.feedback.annotators import PairKappa, fleiss_kappa, pairwise_kappa, ratings_by_item
 from flywheel.feedback.dawid_skene import (
     AnnotatorReliability,
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 METHOD = "dawid_skene"
-CONFLICT_REASON = "feedback_conflict"
-GOLD_SOURCES = (LabelSource.SEED.value, LabelSource.HUMAN.value)
 # A feedback label is rewritten only when its confidence moves at this many decimals:
 # new votes elsewhere shift every posterior a little, which must not churn label rows.
 CONFIDENCE_DECIMALS = 2
@@ -118,23 +117,12 @@ def _load(s: Session) -> _Snapshot:
     ]
 
     voted = select(Prediction.sample_id).join(Feedback, Feedback.prediction_id == Prediction.id)
-    newest_ids = select(func.max(Label.id)).where(Label.sample_id.in_(voted))
     newest = {
         lab.sample_id: lab
-        for lab in s.scalars(
-            select(Label).where(Label.id.in_(newest_ids.group_by(Label.sample_id)))
-        )
+        for lab in s.scalars(select(Label).where(Label.id.in_(newest_label_ids(voted))))
     }
-    # As in cycle_data: a sample's current label is its newest row, unless that retracts it.
-    current_gold = select(func.max(Label.id)).group_by(Label.sample_id)
     human_classes = s.scalars(
-        select(Label.label)
-        .distinct()
-        .where(
-            Label.id.in_(current_gold),
-            Label.retracted.is_(False),
-            Label.source.in_(GOLD_SOURCES),
-        )
+        select(Label.label).distinct().where(is_current(), Label.source.in_(GOLD_SOURCES))
     ).all()
     gold = {
         sid: lab.label
@@ -197,7 +185,7 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
         for r in s.scalars(
             select(ReviewItem)
             .where(
-                ReviewItem.reason == CONFLICT_REASON,
+                ReviewItem.reason == ReviewReason.FEEDBACK_CONFLICT.value,
                 ReviewItem.state == ReviewState.OPEN.value,
             )
             .order_by(ReviewItem.id)
@@ -207,7 +195,7 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
         dismissed = set(
             s.scalars(
                 select(ReviewItem.sample_id).where(
-                    ReviewItem.reason == CONFLICT_REASON,
+                    ReviewItem.reason == ReviewReason.FEEDBACK_CONFLICT.value,
                     ReviewItem.state == ReviewState.REJECTED.value,
                 )
             )
@@ -256,7 +244,7 @@ def resolve_feedback(db: Database, settings: ConsensusSettings) -> ConsensusRepo
                     ReviewItem(
                         sample_id=sid,
                         cycle_id=None,
-                        reason=CONFLICT_REASON,
+                        reason=ReviewReason.FEEDBACK_CONFLICT.value,
                         proposed_label=post.label,
                         score=score,
                         evidence=evidence,

@@ -19,15 +19,14 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 
 from flywheel.db import Database, Label, ReviewItem
-from flywheel.db.models import LabelSource, ReviewState, utcnow
+from flywheel.db.labels import DERIVED_SOURCES, GOLD_SOURCES
+from flywheel.db.models import LabelSource, ReviewReason, ReviewState, utcnow
 from flywheel.errors import ConflictError, InvalidInputError, NotFoundError
-from flywheel.feedback.consensus import CONFLICT_REASON
 
 REVIEW_METHOD = "review"
-AUDIT_REASON = "label_audit"  # flywheel.insights.label_audit: a human-made label looks wrong
 # Items that question a label people already gave (users' votes disagree, or the audit
 # says it is likely wrong) come first: a wrong human label is trained on at full weight.
-FIRST_REASONS = (CONFLICT_REASON, AUDIT_REASON)
+FIRST_REASONS = (ReviewReason.FEEDBACK_CONFLICT.value, ReviewReason.LABEL_AUDIT.value)
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def helpful_order(items: list[tuple[int, str, str | None, float]]) -> list[int]:
 def _certainty(reason: str, score: float, evidence: dict[str, Any] | None) -> float:
     """Lower = more worth a reviewer's look. An audit item's score is the suggested class's
     probability; its doubt is the given label's own probability (self-confidence)."""
-    if reason == AUDIT_REASON:
+    if reason == ReviewReason.LABEL_AUDIT:
         return float((evidence or {}).get("self_confidence", 1.0 - score))
     return float(score)
 
@@ -130,7 +129,7 @@ def list_review(
         )
         audit = dict(
             s.execute(
-                query.where(ReviewItem.reason == AUDIT_REASON).with_only_columns(
+                query.where(ReviewItem.reason == ReviewReason.LABEL_AUDIT.value).with_only_columns(
                     ReviewItem.id, ReviewItem.evidence
                 )
             ).all()
@@ -186,12 +185,11 @@ def decide_review(
         elif decision == "reject":
             if label is not None:
                 raise InvalidInputError("reject takes no label: accept with the right label")
-            machine_made = (LabelSource.PSEUDO.value, LabelSource.FEEDBACK.value)
             if (
-                item.reason != AUDIT_REASON  # the audit was wrong: the label stands
+                item.reason != ReviewReason.LABEL_AUDIT  # the audit was wrong: the label stands
                 and current is not None
                 and not current.retracted
-                and current.source in machine_made
+                and current.source in DERIVED_SOURCES
             ):
                 s.add(
                     Label(
@@ -217,7 +215,6 @@ def decide_review(
 
 def label_set(db: Database) -> list[str]:
     """The classes people have labeled (seed and human labels): what corrections may use."""
-    sources = (LabelSource.SEED.value, LabelSource.HUMAN.value)
     with db.session() as s:
-        rows = s.scalars(select(Label.label).where(Label.source.in_(sources)).distinct())
+        rows = s.scalars(select(Label.label).where(Label.source.in_(GOLD_SOURCES)).distinct())
         return sorted(rows)

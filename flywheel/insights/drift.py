@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from flywheel.config import DriftSettings
 from flywheel.db import Label, Prediction, Sample
+from flywheel.db.labels import is_current
 from flywheel.db.models import Split, utcnow
 from flywheel.errors import InvalidInputError
 from flywheel.learn.backbones import Classifier
@@ -177,17 +178,12 @@ def _recent_sample_ids(ws: Workspace, limit: int) -> list[str]:
 def _training_sample_ids(ws: Workspace) -> list[str]:
     """Samples with a current label of any source outside the test split: what a champion
     is trained on."""
-    newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
     with ws.db.session() as s:
         return sorted(
             s.scalars(
                 select(Label.sample_id)
                 .join(Sample, Sample.id == Label.sample_id)
-                .where(
-                    Label.id.in_(newest),
-                    Label.retracted.is_(False),
-                    Sample.split != Split.TEST.value,
-                )
+                .where(is_current(), Sample.split != Split.TEST.value)
             )
         )
 

@@ -14,9 +14,10 @@ from typing import Literal
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flywheel.db import Label
+from flywheel.db.labels import is_current
 from flywheel.db.models import LabelSource
 from flywheel.insights.plots import _save, plt
 from flywheel.learn.snapshots import EmbeddingSnapshot, latest_embeddings
@@ -50,12 +51,9 @@ def _subsample(snap: EmbeddingSnapshot, max_points: int, seed: int) -> np.ndarra
 
 def _current(ws: Workspace) -> dict[str, tuple[str, str]]:
     """Sample id -> (label, source) of its current (newest, not retracted) label."""
-    newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
     with ws.db.session() as s:
         rows = s.execute(
-            select(Label.sample_id, Label.label, Label.source).where(
-                Label.id.in_(newest), Label.retracted.is_(False)
-            )
+            select(Label.sample_id, Label.label, Label.source).where(is_current())
         ).all()
     return {sid: (label, source) for sid, label, source in rows}
 

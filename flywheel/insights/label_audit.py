@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flywheel.db import Label, ReviewItem
-from flywheel.db.models import LabelSource, ReviewState
-from flywheel.feedback.review import AUDIT_REASON, REVIEW_METHOD
+from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
+from flywheel.db.models import ReviewReason, ReviewState
+from flywheel.feedback.review import REVIEW_METHOD
 from flywheel.learn.snapshots import latest_embeddings
 from flywheel.workspace import Workspace
 
 __all__ = [
-    "AUDIT_REASON",
     "AuditReport",
     "LabelIssue",
     "audit_labels",
@@ -49,7 +49,6 @@ __all__ = [
     "self_confidence",
 ]
 
-HUMAN_MADE = (LabelSource.SEED.value, LabelSource.HUMAN.value, LabelSource.FEEDBACK.value)
 _EPS = 1e-6  # cleanlab's float comparison slack (FLOATING_POINT_COMPARISON)
 _MISSING_CLASS_THRESHOLD = 2.0  # above any probability: a class nobody labeled counts no one
 
@@ -239,22 +238,15 @@ def rank_by_self_confidence(
 
 # --- the workspace ---------------------------------------------------------------------------
 def _current_labels(ws: Workspace, sources: tuple[str, ...]) -> list[Label]:
-    newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
     with ws.db.session() as s:
-        rows = list(
-            s.scalars(
-                select(Label).where(
-                    Label.id.in_(newest), Label.retracted.is_(False), Label.source.in_(sources)
-                )
-            )
-        )
+        rows = list(s.scalars(current_labels_query(sources=sources)))
         s.expunge_all()
     return rows
 
 
 def audit_labels(
     ws: Workspace,
-    sources: tuple[str, ...] = HUMAN_MADE,
+    sources: tuple[str, ...] = HUMAN_MADE_SOURCES,
     folds: int = 5,
 ) -> AuditReport:
     """Audit the current labels of ``sources`` on the samples of the newest embeddings
@@ -331,7 +323,7 @@ def queue_audit_for_review(ws: Workspace, report: AuditReport) -> int:
             for r in s.scalars(
                 select(ReviewItem).where(
                     ReviewItem.sample_id.in_(ids),
-                    ReviewItem.reason == AUDIT_REASON,
+                    ReviewItem.reason == ReviewReason.LABEL_AUDIT.value,
                     ReviewItem.state == ReviewState.REJECTED.value,
                 )
             )
@@ -353,7 +345,7 @@ def queue_audit_for_review(ws: Workspace, report: AuditReport) -> int:
                     # No cycle: (cycle_id, sample_id) is unique, and an audit may re-queue a
                     # sample after its earlier audit item was decided.
                     cycle_id=None,
-                    reason=AUDIT_REASON,
+                    reason=ReviewReason.LABEL_AUDIT.value,
                     proposed_label=issue.suggested,
                     score=float(issue.suggested_prob),
                     evidence=_evidence(issue, report),

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flywheel.db import Database, GroundTruth, Label, Sample
-from flywheel.db.models import LabelSource, Split
+from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
+from flywheel.db.models import Split
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.store import quarantine
 from flywheel.store.blobs import BlobStore
 from flywheel.store.images import to_model_input
 
-HUMAN_SOURCES = (LabelSource.SEED.value, LabelSource.HUMAN.value, LabelSource.FEEDBACK.value)
 # The largest derived input size: the usual ImageNet input, for projects of large photos.
 MAX_DERIVED_SIZE = 224
 MAX_REASON = 300  # characters of a decoder's message kept in a quarantine reason
@@ -159,14 +159,8 @@ def load_cycle_data(
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
     quarantined under ``cycle_id`` and left out."""
-    newest = select(func.max(Label.id)).group_by(Label.sample_id).scalar_subquery()
     with db.session() as s:
-        current = {
-            lab.sample_id: lab
-            for lab in s.scalars(
-                select(Label).where(Label.id.in_(newest), Label.retracted.is_(False))
-            )
-        }
+        current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
         samples = s.execute(
             select(Sample.id, Sample.split, Sample.width, Sample.height)
             .where(Sample.id.not_in(quarantine.quarantined_ids()))
@@ -175,7 +169,9 @@ def load_cycle_data(
         truth = dict(s.execute(select(GroundTruth.sample_id, GroundTruth.label)).all())
     usable = {row.id for row in samples}
     human = {
-        sid: lab for sid, lab in current.items() if lab.source in HUMAN_SOURCES and sid in usable
+        sid: lab
+        for sid, lab in current.items()
+        if lab.source in HUMAN_MADE_SOURCES and sid in usable
     }
     groups: dict[str, list[str]] = {"labeled": [], "test": [], "pool": []}
     dims: list[tuple[int, int]] = []

@@ -141,7 +141,7 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
 
     from flywheel.cycle.label_writer import write_selection
     from flywheel.cycle.state import start_cycle
-    from flywheel.feedback.consensus import CONFLICT_REASON
+    from flywheel.db.models import ReviewReason
     from flywheel.learn.data import CycleData, LabeledSet
     from flywheel.select.outcome import SelectionOutcome
     from flywheel.select.result import Decision, SelectionResult
@@ -154,7 +154,10 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
         s.add(ReviewItem(sample_id=ids[0], reason="uncertain", proposed_label="a", evidence={}))
         s.add(
             ReviewItem(
-                sample_id=ids[1], reason=CONFLICT_REASON, proposed_label="a", evidence={"votes": []}
+                sample_id=ids[1],
+                reason=ReviewReason.FEEDBACK_CONFLICT,
+                proposed_label="a",
+                evidence={"votes": []},
             )
         )
     empty = LabeledSet([], np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64))
@@ -185,5 +188,5 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
     assert items == {
         (ids[0], "uncertain", "superseded"),
         (ids[0], "uncertain", "open"),  # this cycle's item
-        (ids[1], CONFLICT_REASON, "open"),  # untouched; no second item for it
+        (ids[1], ReviewReason.FEEDBACK_CONFLICT, "open"),  # untouched; no second item for it
     }

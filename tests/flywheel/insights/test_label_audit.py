@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from flywheel.cycle.state import start_cycle
 from flywheel.db import Label, ReviewItem
+from flywheel.db.models import ReviewReason
 from flywheel.feedback.review import decide_review, list_review
 from flywheel.insights.label_audit import (
-    AUDIT_REASON,
     audit_labels,
     confident_joint,
     confident_thresholds,
@@ -216,7 +216,7 @@ def test_audit_items_in_the_review_queue(workspace) -> None:
     worst = report.issues[0]
     item = by_sample[worst.sample_id]
     assert (item.reason, item.proposed_label, item.cycle_id) == (
-        AUDIT_REASON,
+        ReviewReason.LABEL_AUDIT,
         worst.suggested,
         None,
     )
@@ -248,7 +248,9 @@ def test_audit_items_in_the_review_queue(workspace) -> None:
     assert rejected.sample_id in {i.sample_id for i in again.issues}  # same label, same doubt
     reopened = queue_audit_for_review(workspace, again)
     with workspace.db.session() as s:
-        audits = s.scalars(select(ReviewItem).where(ReviewItem.reason == AUDIT_REASON)).all()
+        audits = s.scalars(
+            select(ReviewItem).where(ReviewItem.reason == ReviewReason.LABEL_AUDIT)
+        ).all()
         newer = {r.sample_id for r in audits if r.id > max(by_sample[x].id for x in by_sample)}
     assert len(audits) == opened + reopened
     # (A relabeled sample changes the folds: a new doubt elsewhere may be queued.)
