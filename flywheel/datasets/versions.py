@@ -9,7 +9,6 @@ The manifest is published write-once and its file checksum is verified on every 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -24,10 +23,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+from flywheel.datasets.fingerprint import Fingerprint
 from flywheel.db import Database, DatasetVersion, Label, Sample
 from flywheel.db.labels import is_current
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.store import storage
+from flywheel.store.blobs import sha256_hex
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -46,6 +47,8 @@ MANIFEST_SCHEMA = pa.schema(
 )
 # What a version *is*: changing any of these changes the id. label_id and created_at are
 # provenance that differs between databases holding the same labels.
+# Bump when the manifest's content or layout changes: the same labels then get a new id.
+MANIFEST_FORMAT = 1
 CONTENT_COLUMNS = ("sample_id", "split", "label", "source", "confidence", "method", "cycle_id")
 
 
@@ -116,13 +119,13 @@ class VersionDiff:
 
 
 def content_id(table: pa.Table) -> str:
-    """sha256 over the content columns of rows sorted by sample id (canonical JSON lines)."""
-    h = hashlib.sha256()
+    """The fingerprint of the content columns of rows sorted by sample id (one canonical JSON
+    line per row) and of the manifest format."""
+    key = Fingerprint("dataset-version", MANIFEST_FORMAT)
     cols = [table[c].to_pylist() for c in CONTENT_COLUMNS]
     for row in zip(*cols, strict=True):
-        h.update(json.dumps(row, separators=(",", ":")).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+        key.add(json.dumps(row, separators=(",", ":")))
+    return key.hexdigest()
 
 
 def version_stats(table: pa.Table) -> dict[str, Any]:
@@ -217,7 +220,7 @@ class DatasetVersions:
             id=version_id,
             parent_id=parent,
             manifest_uri=self._loc.uri(path),
-            checksum=hashlib.sha256(data).hexdigest(),
+            checksum=sha256_hex(data),
             num_rows=table.num_rows,
             stats=version_stats(table),
             message=message,
@@ -264,7 +267,7 @@ class DatasetVersions:
             data = storage.read_bytes(self._loc.fs, path)
         except NotFoundError:
             raise IntegrityError(f"manifest of version {info.id[:12]} is missing") from None
-        if hashlib.sha256(data).hexdigest() != info.checksum:
+        if sha256_hex(data) != info.checksum:
             raise IntegrityError(
                 f"manifest of version {info.id[:12]} fails its checksum: "
                 "the file was modified after publishing; refusing to use it"

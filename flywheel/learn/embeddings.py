@@ -9,7 +9,6 @@ by evidence").
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,12 @@ import numpy as np
 from sklearn.decomposition import PCA
 from torch import nn
 
+from flywheel.datasets.fingerprint import Fingerprint, fingerprint
 from flywheel.learn.index import build_index, normalize, search
 from flywheel.learn.ssl import embed
+
+# Bump when how embeddings are computed changes: cached vectors are then recomputed.
+EMBEDDING_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,11 @@ class EmbeddingCache:
 
 
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
+    """The key of ``module``'s embeddings: its weights, ``extra`` and ``EMBEDDING_VERSION``."""
+    key = Fingerprint("embedding", EMBEDDING_VERSION).add(extra)
     for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
+        key.add(name, tensor.detach().cpu().numpy())
+    return key.hexdigest(24)
 
 
 def choose_embedding(
@@ -114,7 +117,7 @@ def choose_embedding(
     fit_on = flat["pool"] if len(flat["pool"]) >= pca_dim else flat["labeled"]
     pca = PCA(n_components=min(pca_dim, *fit_on.shape), random_state=0).fit(fit_on)
     results["pca"] = {p: normalize(pca.transform(flat[p]).astype(np.float32)) for p in parts}
-    fingerprints["pca"] = f"pca{pca_dim}"
+    fingerprints["pca"] = fingerprint("pca-embedding", EMBEDDING_VERSION, str(pca_dim), length=24)
 
     scores = {
         name: loo_knn_accuracy(r["labeled"], labeled_labels, k) for name, r in results.items()

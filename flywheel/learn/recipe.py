@@ -6,7 +6,6 @@ runs them on a ``CycleData``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import numpy as np
 from torch import nn
 
 from flywheel.config import LearningSettings
+from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier
 from flywheel.learn.data import CycleData
-from flywheel.learn.ssl import SSLConfig, SSLResult, train_ssl
+from flywheel.learn.ssl import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
 
 
@@ -63,8 +63,8 @@ def train_ssl_backbone(
     # label (feedback, review) must not change the input, or the checkpoint is unusable.
     order = sorted(range(len(ids)), key=ids.__getitem__)
     # The input size and resize policy are part of the images: a change must not reuse.
-    named = "\n".join(ids[i] for i in order) + repr(cfg) + repr(data.input)
-    key = hashlib.sha256(named.encode()).hexdigest()
+    ids_in_order = "\n".join(ids[i] for i in order)
+    key = fingerprint("ssl-backbone", SSL_VERSION, ids_in_order, repr(cfg), repr(data.input))
     images = np.concatenate([data.labeled.images, data.pool_images])[order]
     return train_ssl(images, cfg, cache_dir / key[:24], progress)
 

@@ -22,7 +22,6 @@ the last completed epoch, and an immediate abort on a non-finite loss.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import (
     AugmentConfig,
     Backbone,
@@ -46,6 +46,8 @@ from flywheel.learn.backbones import (
 )
 
 CHECKPOINT_NAME = "ssl_last.pt"
+# Bump when a change to the SSL code makes old checkpoints wrong: they are then not resumed.
+SSL_VERSION = 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -174,10 +176,7 @@ class _SSLModel(nn.Module):
 def _fingerprint(images: torch.Tensor, cfg: SSLConfig) -> str:
     # Everything that changes the result; the device may change between resumes.
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
-    h = hashlib.sha256(repr(sorted(params.items())).encode())
-    h.update(str(tuple(images.shape)).encode())
-    h.update(images.numpy().tobytes())
-    return h.hexdigest()
+    return fingerprint("ssl-run", SSL_VERSION, repr(sorted(params.items())), images.numpy())
 
 
 def _lr_at(cfg: SSLConfig, step: int, total: int, warmup: int) -> float:
