@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -254,7 +254,7 @@ class LearningSettings(BaseModel):
     augment: Literal["digits", "natural"] = "digits"
     backbone: str = "small_cnn"  # or resnet18 / resnet50 on GPU nodes
     width: int = Field(default=32, gt=0)
-    ssl_method: Literal["simclr", "swav"] = "swav"
+    ssl_method: str = "swav"  # a method of flywheel.learn.ssl.methods.METHODS
     ssl_epochs: int = Field(default=30, ge=0)  # 0: no self-supervised embedding
     train_epochs: int = Field(default=20, gt=0)
     # Fixed optimiser steps per epoch: with 10-100 labels an "epoch" is a single batch.
@@ -264,10 +264,11 @@ class LearningSettings(BaseModel):
     # (when it helps most: nothing else uses the pool), or in every cycle.
     fixmatch: Literal["none", "first", "all"] = "first"
     fixmatch_epochs: int = Field(default=10, gt=0)
-    # "agreement": newest model and kNN anchors must agree, class-balanced quota growing
-    # per cycle (measured best on digits); "calibrated": per-class thresholds calibrated on
-    # held-out human labels to reach target_precision (fewer, certified labels).
-    selection: Literal["agreement", "calibrated"] = "agreement"
+    # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
+    # anchors must agree, class-balanced quota growing per cycle (measured best on digits);
+    # "calibrated": per-class thresholds calibrated on held-out human labels to reach
+    # target_precision (fewer, certified labels).
+    selection: str = "agreement"
     share_start: float = Field(default=0.5, gt=0.0, le=1.0)  # agreement: first quota
     share_end: float = Field(default=0.9, gt=0.0, le=1.0)  # agreement: final quota
     share_steps: int = Field(default=4, gt=0)  # agreement: cycles from start to end
@@ -281,6 +282,21 @@ class LearningSettings(BaseModel):
     device: str = "auto"  # "auto": cuda + AMP when present, else cpu
     num_workers: int = Field(default=0, ge=0)  # DataLoader workers running augmentations
     seed: int = 0
+
+    # The tables are plain name -> module maps: checking a name imports no learning code.
+    @field_validator("ssl_method")
+    @classmethod
+    def _known_ssl_method(cls, name: str) -> str:
+        from flywheel.learn.ssl.methods import check_method
+
+        return check_method(name)
+
+    @field_validator("selection")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        from flywheel.select.strategies import check_strategy
+
+        return check_strategy(name)
 
 
 class Settings(BaseSettings):

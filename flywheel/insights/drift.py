@@ -36,7 +36,7 @@ from flywheel.errors import InvalidInputError
 from flywheel.learn.backbones import Classifier
 from flywheel.learn.data import ModelInput, load_images, sample_input_size
 from flywheel.learn.registry import ModelRegistry
-from flywheel.learn.ssl import embed
+from flywheel.learn.ssl.embed import embed
 from flywheel.workspace import Workspace
 
 P_VALUE = 0.05

@@ -19,7 +19,7 @@ from torch import nn
 
 from flywheel.datasets.fingerprint import Fingerprint, fingerprint
 from flywheel.learn.index import build_index, normalize, search
-from flywheel.learn.ssl import embed
+from flywheel.learn.ssl.embed import embed
 
 # Bump when how embeddings are computed changes: cached vectors are then recomputed.
 EMBEDDING_VERSION = 1

@@ -16,7 +16,7 @@ from flywheel.config import LearningSettings
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier
 from flywheel.learn.data import CycleData
-from flywheel.learn.ssl import SSL_VERSION, SSLConfig, SSLResult, train_ssl
+from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
 
 

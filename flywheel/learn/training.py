@@ -31,7 +31,8 @@ from flywheel.learn.backbones import (
     images_to_tensor,
     resolve_device,
 )
-from flywheel.learn.ssl import embed, optimizer_step
+from flywheel.learn.ssl.embed import embed
+from flywheel.learn.ssl.loop import optimizer_step
 
 
 @dataclass

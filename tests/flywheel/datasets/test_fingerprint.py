@@ -11,7 +11,7 @@ from flywheel.datasets.fingerprint import Fingerprint, fingerprint
 
 def test_key_matches_a_hand_computed_sha256() -> None:
     h = hashlib.sha256(b"flywheel/demo/v3")
-    for part in (b"ab", "c".encode()):
+    for part in (b"ab", b"c"):
         h.update(len(part).to_bytes(8, "big") + part)
     assert fingerprint("demo", 3, "ab", b"c") == h.hexdigest()
     assert fingerprint("demo", 3, "ab", b"c", length=24) == h.hexdigest()[:24]

@@ -8,16 +8,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from flywheel.learn.backbones import AugmentConfig
-from flywheel.learn.ssl import (
-    CHECKPOINT_NAME,
-    NonFiniteLossError,
-    SSLConfig,
-    embed,
-    nt_xent_loss,
-    sinkhorn,
-    swav_loss,
-    train_ssl,
-)
+from flywheel.learn.ssl.embed import embed
+from flywheel.learn.ssl.loop import CHECKPOINT_NAME, NonFiniteLossError, SSLConfig, train_ssl
+from flywheel.learn.ssl.simclr import nt_xent_loss
+from flywheel.learn.ssl.swav import sinkhorn, swav_loss
 
 torch.set_num_threads(1)
 

@@ -1,22 +1,10 @@
-"""Self-supervised training of a backbone on an unlabeled image pool, and embedding with it.
+"""The self-supervised training loop: a backbone trained on an unlabeled image pool.
 
-Two methods from the SEER lineage are implemented with one loop:
-
-* ``simclr`` — NT-Xent contrastive loss between two augmented views (Chen et al. 2020).
-* ``swav`` — swapped prediction of Sinkhorn-balanced prototype codes (Caron et al. 2020;
-  SEER's method).
-
-Default: ``swav``, chosen by measurement on the digits pool (``bench/LEARNING_NOTES.md``):
-with the same CPU budget (30 epochs, small CNN, strong digit augmentations) SwAV's
-projection-head features gave 82-85 % pool accuracy for 1-nearest-labeled-neighbour at
-1 label per class and ~95 % at 5, against 74-75 % / 93 % for SimCLR and 63-68 % / 83-86 %
-for raw pixels or PCA. SimCLR stays selectable; it is the simpler baseline and the usual
-choice when batches are large. Strong augmentations matter for both: with mild ones SwAV
-fell to 68 % at 1 label per class.
-
-The loop follows DINO's habits: fixed seeds, deterministic per-epoch RNG (so an epoch is a
-pure function of the weights it starts from), a checkpoint after every epoch, resume from
-the last completed epoch, and an immediate abort on a non-finite loss.
+The method (SwAV, SimCLR, ...) is a head on the projections, looked up by
+``SSLConfig.method`` in :mod:`flywheel.learn.ssl.methods`; the loop is the same for all.
+It follows DINO's habits: fixed seeds, deterministic per-epoch RNG (so an epoch is a pure
+function of the weights it starts from), a checkpoint after every epoch, resume from the
+last completed epoch, and an immediate abort on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -30,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -44,10 +31,11 @@ from flywheel.learn.backbones import (
     images_to_tensor,
     resolve_device,
 )
+from flywheel.learn.ssl.methods import method_head
 
 CHECKPOINT_NAME = "ssl_last.pt"
 # Bump when a change to the SSL code makes old checkpoints wrong: they are then not resumed.
-SSL_VERSION = 1
+SSL_VERSION = 2  # 2: the method's parameters live in its head (``head.*`` in checkpoints)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,7 +66,7 @@ class SSLConfig:
     and a ResNet. ``num_workers`` > 0 runs the augmentations in DataLoader worker processes.
     """
 
-    method: str = "swav"  # "swav" | "simclr"
+    method: str = "swav"  # a name in flywheel.learn.ssl.methods.METHODS
     backbone: str = "small_cnn"  # see flywheel.learn.backbones.BACKBONES
     width: int = 32  # small_cnn channel width
     in_channels: int = 1
@@ -113,41 +101,10 @@ class SSLResult:
         return nn.Sequential(self.backbone, self.projector).eval()
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent over 2B views: z1, z2 float (B, D), row i of z1 and z2 are the positive pair.
-
-    Each view's negatives are the other 2B - 2 views; mean cross-entropy over all 2B anchors.
-    """
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    n = z1.shape[0]
-    sim = z @ z.T / temperature
-    sim.fill_diagonal_(float("-inf"))  # a view is not its own negative
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, target)
-
-
-@torch.no_grad()
-def sinkhorn(scores: torch.Tensor, eps: float, iters: int = 3) -> torch.Tensor:
-    """Equal-partition soft codes: scores float (B, K) -> codes (B, K), rows sum to 1."""
-    q = (scores.float() / eps).T  # (K, B)
-    q = torch.exp(q - q.max())
-    q /= q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q /= q.sum(dim=1, keepdim=True) * k  # each prototype gets 1/K of the mass
-        q /= q.sum(dim=0, keepdim=True) * b  # each sample gets 1/B
-    return (q * b).T
-
-
-def swav_loss(s1: torch.Tensor, s2: torch.Tensor, temperature: float, eps: float) -> torch.Tensor:
-    """Swapped prediction: s1, s2 float (B, K) prototype scores (cosine) of the two views."""
-    q1, q2 = sinkhorn(s1.detach(), eps), sinkhorn(s2.detach(), eps)
-    p1 = F.log_softmax(s1.float() / temperature, dim=1)
-    p2 = F.log_softmax(s2.float() / temperature, dim=1)
-    return -0.5 * ((q1 * p2).sum(1).mean() + (q2 * p1).sum(1).mean())
-
-
 class _SSLModel(nn.Module):
+    """Backbone + projection head, and the method's own head that turns projections of
+    two views into a loss (``flywheel.learn.ssl.methods``)."""
+
     def __init__(self, cfg: SSLConfig) -> None:
         super().__init__()
         size = cfg.augment.resize
@@ -159,18 +116,10 @@ class _SSLModel(nn.Module):
             nn.ReLU(),
             nn.Linear(cfg.hidden_dim, cfg.embedding_dim),
         )
-        self.prototypes = nn.Linear(cfg.embedding_dim, cfg.n_prototypes, bias=False)
+        self.head = method_head(cfg)
 
-    def loss(self, cfg: SSLConfig, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-        z = self.projector(self.backbone(torch.cat([v1, v2])))
-        z1, z2 = z.chunk(2)
-        if cfg.method == "simclr":
-            return nt_xent_loss(z1, z2, cfg.temperature)
-        with torch.no_grad():  # prototypes live on the unit sphere (SwAV)
-            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-        s = self.prototypes(F.normalize(z.float(), dim=1))
-        s1, s2 = s.chunk(2)
-        return swav_loss(s1, s2, cfg.temperature, cfg.sinkhorn_eps)
+    def loss(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(self.projector(self.backbone(torch.cat([v1, v2]))))
 
 
 def _fingerprint(images: torch.Tensor, cfg: SSLConfig) -> str:
@@ -243,15 +192,14 @@ def train_ssl(
                 pin_memory=amp,
             )
             model.train()
-            freeze = config.method == "swav" and epoch < config.freeze_prototypes_epochs
-            model.prototypes.weight.requires_grad_(not freeze)
+            model.head.start_epoch(epoch)
             total_loss = 0.0
             for i, (v1, v2) in enumerate(loader):
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(config, epoch * steps + i, total, warmup)
                 v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=amp):
-                    loss = model.loss(config, v1, v2)
+                    loss = model.loss(v1, v2)
                 total_loss += optimizer_step(
                     loss, opt, scaler, f"SSL loss at epoch {epoch + 1}, step {i + 1}"
                 )
@@ -278,30 +226,3 @@ def _save_atomic(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a crash mid-write never leaves a torn checkpoint
-
-
-@torch.no_grad()
-def embed(
-    backbone: nn.Module, images: np.ndarray, batch_size: int = 512, device: str = "auto"
-) -> np.ndarray:
-    """Features of ``images`` (uint8 (N, H, W) or (N, H, W, C)) -> float32 (N, D), unit rows.
-
-    ``backbone`` is any module taking float (N, C, H, W) in [0, 1]: ``SSLResult.encoder``
-    (backbone + projector, the better kNN features after SwAV), ``SSLResult.backbone`` or
-    a classifier's backbone. It is moved to ``device``, run in eval mode, and left in the
-    train/eval mode it came in.
-    """
-    dev = resolve_device(device)
-    was_training = backbone.training
-    backbone.eval().to(dev)
-    x = images_to_tensor(images)
-    out = []
-    try:
-        # range(0, max(len, 1)): an empty input still yields a (0, D) array.
-        for i in range(0, max(len(x), 1), batch_size):
-            xb = x[i : i + batch_size].to(dev).float() / 255.0
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-                out.append(F.normalize(backbone(xb).float(), dim=1).cpu())
-    finally:
-        backbone.train(was_training)
-    return torch.cat(out).numpy().astype(np.float32)

@@ -1,0 +1,1 @@
+"""Self-supervised learning (SEER lineage): the loop, one module per method, embedding."""

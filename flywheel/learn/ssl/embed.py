@@ -1,0 +1,37 @@
+"""Embedding images with a trained backbone: unit-length features for kNN and FAISS."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flywheel.learn.backbones import images_to_tensor, resolve_device
+
+
+@torch.no_grad()
+def embed(
+    backbone: nn.Module, images: np.ndarray, batch_size: int = 512, device: str = "auto"
+) -> np.ndarray:
+    """Features of ``images`` (uint8 (N, H, W) or (N, H, W, C)) -> float32 (N, D), unit rows.
+
+    ``backbone`` is any module taking float (N, C, H, W) in [0, 1]: ``SSLResult.encoder``
+    (backbone + projector, the better kNN features after SwAV), ``SSLResult.backbone`` or
+    a classifier's backbone. It is moved to ``device``, run in eval mode, and left in the
+    train/eval mode it came in.
+    """
+    dev = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    x = images_to_tensor(images)
+    out = []
+    try:
+        # range(0, max(len, 1)): an empty input still yields a (0, D) array.
+        for i in range(0, max(len(x), 1), batch_size):
+            xb = x[i : i + batch_size].to(dev).float() / 255.0
+            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+                out.append(F.normalize(backbone(xb).float(), dim=1).cpu())
+    finally:
+        backbone.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)
