@@ -1,9 +1,11 @@
 """Transactional outbox: messages committed together with the rows they are about.
 
 A producer calls :func:`enqueue` with the SQLAlchemy session it is already writing its own
-rows in, so the message and those rows commit (or roll back) together: feedback committed
-implies its message is committed, and no message ever announces a row that does not exist.
-A relay process then calls :func:`relay` in a loop to hand due messages to the broker.
+rows in, so the message and those rows commit (or roll back) together. Today the one
+producer is a cycle request (:mod:`flywheel.cycle.requests`): a queued cycle implies its
+message is committed, and no message ever announces a cycle that does not exist. Feedback
+is not enqueued: it is committed to the database, where the next cycle's consensus reads
+it. A relay (the API, beat, the CLI) calls :func:`relay` to hand due messages to the broker.
 
 Delivery is **at-least-once**. A relay that crashes (or whose commit fails) after
 ``publish`` returned but before ``sent_at`` was committed publishes those messages again on
@@ -33,6 +35,7 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 MAX_ERROR_CHARS = 2000
 
+# Hands one message (topic, payload) to the broker; raises while it is unreachable.
 Publish = Callable[[str, dict[str, Any]], None]
 
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from flywheel.config import LearningSettings, Settings
 from flywheel.cycle.guard import exclusive_cycles
-from flywheel.cycle.outbox import RelayReport, relay
+from flywheel.cycle.outbox import Publish, RelayReport, relay
 from flywheel.cycle.requests import request_cycle
 from flywheel.cycle.state import CycleResult, Progress, fail_cycle, start_cycle
 from flywheel.cycle.steps.consensus import run_consensus_step
@@ -29,9 +28,6 @@ from flywheel.cycle.steps.select import run_select_step
 from flywheel.cycle.steps.train import run_train_step
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace
-
-# Hands one outbox message (topic, payload) to the broker; raises while it is unreachable.
-Publish = Callable[[str, dict[str, Any]], None]
 
 
 def run_cycle(

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pyarrow.fs as pafs
 
 from flywheel.config import IngestSettings
 from flywheel.errors import BusyError, InvalidInputError, NotFoundError
+from flywheel.store.backends import open_root_filesystem
 from flywheel.store.remote_sources import RemoteObject, SourceRoot, parse_root
 
 log = logging.getLogger(__name__)
@@ -30,41 +30,6 @@ log = logging.getLogger(__name__)
 
 class ReadFailed(InvalidInputError):
     """One object could not be read; the message is safe to show to the client."""
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
-
-
-def open_root_filesystem(root: SourceRoot, settings: IngestSettings) -> pafs.FileSystem:
-    """The filesystem for ``root``, built from settings only, with the read budget applied."""
-    opts = root.options
-    if root.scheme == "s3":
-        return pafs.S3FileSystem(
-            anonymous=_flag(opts.get("anonymous")),
-            region=opts.get("region"),
-            endpoint_override=opts.get("endpoint_override"),
-            scheme=opts.get("scheme"),
-            force_virtual_addressing=_flag(opts.get("force_virtual_addressing")),
-            connect_timeout=settings.remote_connect_timeout_s,
-            request_timeout=settings.remote_read_timeout_s,
-            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=settings.remote_attempts),
-        )
-    if root.scheme in ("gs", "gcs"):
-        # GCS's client retries for 15 minutes by default: that froze request threads.
-        return pafs.GcsFileSystem(
-            anonymous=_flag(opts.get("anonymous")),
-            endpoint_override=opts.get("endpoint_override"),
-            scheme=opts.get("scheme"),
-            retry_time_limit=timedelta(seconds=settings.remote_total_timeout_s),
-        )
-    import fsspec
-
-    try:  # other fsspec protocols: the protocol's defaults, nothing from the URI
-        fs = fsspec.filesystem(root.scheme)
-    except (ValueError, ImportError) as exc:
-        raise InvalidInputError(f"no filesystem for scheme {root.scheme!r}: {exc}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
 def _client_key(root: SourceRoot) -> tuple[str, frozenset[tuple[str, str]]]:

@@ -154,3 +154,8 @@ class RemoteSourcePolicy:
             except UriRefused as exc:
                 out.append(exc)
         return out
+
+
+def option_flag(value: str | None) -> bool:
+    """A root option read as a switch: ``1``, ``true`` or ``yes`` (any case) is on."""
+    return (value or "").lower() in ("1", "true", "yes")
