@@ -1,23 +1,4 @@
-"""A small synchronous client for Flywheel's HTTP API (httpx), with safe retries.
-
-    from flywheel.client import FlywheelClient
-
-    with FlywheelClient("http://127.0.0.1:8000", api_key="fw_...") as fw:
-        pred = fw.predict("cat.png", top_k=3)
-        fw.feedback(pred.prediction_id, "correct", user_id="u42", label="dog")
-
-Retries use exponential backoff with jitter, and only for transient failures: connection
-errors, timeouts, 502/503/504 and, on feedback, 409 "a request with this key is in flight".
-Other 4xx answers are never retried. Feedback always carries an ``Idempotency-Key`` (a uuid4
-unless given) that every retry of the same call reuses, so a retry after a lost answer is
-a replay, never a second write. ``predict`` records a prediction per call, so it is only
-retried when the request provably did not reach the server (or on 503).
-
-Errors raise ``FlywheelAPIError`` (``.status``, ``.code``, ``.message``, ``.details``) or a
-subclass per status (``AuthError``, ``PermissionDenied``, ``NotFound``, ...), parsed from the
-API's ``{"error": {"code", "message", "details"}}`` body; a server that cannot be reached
-after the retries raises ``FlywheelConnectionError``.
-"""
+"""The client itself: one keep-alive connection pool, retries only where a replay is safe."""
 
 from __future__ import annotations
 
@@ -27,13 +8,24 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import httpx
+
+from flywheel.client.errors import FlywheelConnectionError, error_for, is_in_flight
+from flywheel.client.records import (
+    BatchItemResult,
+    BatchResult,
+    Check,
+    ErrorInfo,
+    Feedback,
+    FeedbackItem,
+    Prediction,
+    Readiness,
+    UploadResult,
+)
 
 ImageInput = bytes | str | os.PathLike[str]
 
@@ -44,241 +36,6 @@ _TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemotePro
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
 _MAX_DELAY = 30.0
-
-
-# ---------------------------------------------------------------------------------------
-# Errors
-
-
-class FlywheelClientError(Exception):
-    """Base class of everything this client raises."""
-
-
-class FlywheelConnectionError(FlywheelClientError):
-    """The server could not be reached (or did not answer) after all retries."""
-
-
-class FlywheelAPIError(FlywheelClientError):
-    """The server answered with an error status: ``status``, ``code``, ``message``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-
-class BadRequest(FlywheelAPIError):
-    """400: a request the server understood but cannot carry out."""
-
-
-class AuthError(FlywheelAPIError):
-    """401: missing, unknown or revoked API key."""
-
-
-class PermissionDenied(FlywheelAPIError):
-    """403: the key's role or tenant may not do this."""
-
-
-class NotFound(FlywheelAPIError):
-    """404: an unknown id."""
-
-
-class Conflict(FlywheelAPIError):
-    """409: clashes with work in progress, or no champion model yet (``code="no_model"``)."""
-
-
-class PayloadTooLarge(FlywheelAPIError):
-    """413: the body is over the server's limit."""
-
-
-class UnsupportedMedia(FlywheelAPIError):
-    """415: the bytes are not an image of an allowed format."""
-
-
-class InvalidRequest(FlywheelAPIError):
-    """422: malformed or invalid input (also an Idempotency-Key reused with another body)."""
-
-
-class ServerError(FlywheelAPIError):
-    """5xx: the server failed (after retries, for 502/503/504)."""
-
-
-_ERRORS: dict[int, type[FlywheelAPIError]] = {
-    400: BadRequest,
-    401: AuthError,
-    403: PermissionDenied,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    415: UnsupportedMedia,
-    422: InvalidRequest,
-}
-
-
-def _error_for(response: httpx.Response) -> FlywheelAPIError:
-    status = response.status_code
-    code, message, details = f"http_{status}", response.reason_phrase, None
-    try:
-        body = response.json()
-    except ValueError:  # e.g. a proxy's HTML error page
-        body = None
-        message = response.text[:300] or message
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        code = str(err.get("code", code))
-        message = str(err.get("message", message))
-        details = err.get("details")
-    cls = _ERRORS.get(status, ServerError if status >= 500 else FlywheelAPIError)
-    return cls(status, code, message, details)
-
-
-def _is_in_flight(response: httpx.Response) -> bool:
-    """A 409 meaning "a request with this key is in flight" (not, say, an integrity clash)."""
-    if response.status_code != 409:
-        return False
-    try:
-        return response.json()["error"]["code"] == "conflict"
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-# ---------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class TopK:
-    label: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    prediction_id: str
-    sample_id: str
-    label: str
-    confidence: float
-    top_k: tuple[TopK, ...]
-    model_version: str
-    created_at: datetime
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Prediction:
-        return cls(
-            prediction_id=d["prediction_id"],
-            sample_id=d["sample_id"],
-            label=d["label"],
-            confidence=float(d["confidence"]),
-            top_k=tuple(TopK(t["label"], float(t["probability"])) for t in d["top_k"]),
-            model_version=d["model_version"],
-            created_at=datetime.fromisoformat(d["created_at"]),
-        )
-
-
-@dataclass(frozen=True)
-class Feedback:
-    feedback_id: str
-    prediction_id: str
-    kind: str
-    label: str | None
-    user_id: str
-    created_at: datetime
-    replayed: bool  # True: an earlier request with this key wrote it (nothing new written)
-    idempotency_key: str | None = None  # the key sent: keep it to retry later yourself
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any], idempotency_key: str | None = None) -> Feedback:
-        return cls(
-            feedback_id=d["feedback_id"],
-            prediction_id=d["prediction_id"],
-            kind=d["kind"],
-            label=d.get("label"),
-            user_id=d["user_id"],
-            created_at=datetime.fromisoformat(d["created_at"]),
-            replayed=bool(d.get("replayed", False)),
-            idempotency_key=idempotency_key,
-        )
-
-
-@dataclass(frozen=True)
-class FeedbackItem:
-    """One item for ``feedback_batch`` (plain dicts with these keys work too)."""
-
-    prediction_id: str
-    kind: str
-    user_id: str
-    label: str | None = None
-    idempotency_key: str | None = None  # None: the client makes one
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class BatchItemResult:
-    index: int
-    status: int  # the HTTP status this item would have had on its own
-    idempotency_key: str
-    feedback: Feedback | None = None
-    error: ErrorInfo | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    written: int
-    replayed: int
-    failed: int
-    results: tuple[BatchItemResult, ...]
-
-
-@dataclass(frozen=True)
-class Rejected:
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    added: int  # new samples stored
-    duplicates: tuple[str, ...]  # names of inputs already stored (not re-added)
-    rejected: tuple[Rejected, ...]  # inputs refused, with the reason (none stored)
-    sample_ids: tuple[str, ...]  # ids of the new samples, in input order
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> UploadResult:
-        return cls(
-            added=int(d["added"]),
-            duplicates=tuple(d.get("duplicates", ())),
-            rejected=tuple(Rejected(x["name"], x["reason"]) for x in d.get("rejected", ())),
-            sample_ids=tuple(d.get("sample_ids", ())),
-        )
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    checks: Mapping[str, Check] = field(default_factory=lambda: MappingProxyType({}))
-
-
-# ---------------------------------------------------------------------------------------
-# The client
 
 
 def _read_image(image: ImageInput, default_name: str) -> tuple[str, bytes, str]:
@@ -395,7 +152,7 @@ class FlywheelClient:
                 self._sleep(self._delay(attempt, response))
                 continue
             if response.status_code >= 400 and response.status_code not in ok_statuses:
-                raise _error_for(response)
+                raise error_for(response)
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -464,7 +221,7 @@ class FlywheelClient:
             headers={"Idempotency-Key": key},
             # A 409 "in flight" means our own earlier attempt is still being committed:
             # waiting and replaying the key returns its result.
-            retry_if=lambda resp: resp.status_code in _TRANSIENT_STATUS or _is_in_flight(resp),
+            retry_if=lambda resp: resp.status_code in _TRANSIENT_STATUS or is_in_flight(resp),
         )
         return Feedback.from_json(r.json(), key)
 
