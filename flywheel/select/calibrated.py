@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import cg
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
@@ -34,6 +32,7 @@ from flywheel.select.outcome import (
     pseudo_anchors,
     selection_classifier,
 )
+from flywheel.select.propagation import drop_self, propagated_votes
 from flywheel.select.result import Decision, SelectionResult
 from flywheel.select.strategies import SelectionInputs
 
@@ -124,66 +123,6 @@ def knn_vote(
     )
 
 
-def _drop_self(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each row's own id (or its last column if absent) from a self-search."""
-    is_self = ids == np.arange(len(ids))[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), ids.shape[1] - 1)
-    keep = np.ones(ids.shape, dtype=bool)
-    keep[np.arange(len(ids)), drop] = False
-    k = ids.shape[1] - 1
-    return sims[keep].reshape(-1, k), ids[keep].reshape(-1, k)
-
-
-def _spread(graph: sp.csr_matrix, seeds: np.ndarray, seed_labels: np.ndarray, cfg, c: int):
-    """Label spreading: solve (I - alpha S) F = Y by CG, one column per class -> (N, C)."""
-    n = graph.shape[0]
-    op = sp.identity(n, format="csr") - cfg.propagation_alpha * graph
-    f = np.zeros((n, c))
-    for cls in range(c):
-        y = np.zeros(n)
-        y[seeds[seed_labels == cls]] = 1.0
-        if y.any():
-            f[:, cls] = cg(op, y, maxiter=cfg.propagation_iters)[0]
-    f = np.clip(f, 0, None)
-    total = f.sum(axis=1, keepdims=True)
-    return np.where(total > 0, f / np.maximum(total, 1e-30), 1.0 / c).astype(np.float32)
-
-
-def _propagated_votes(nodes, n_labeled, labels, calib_rows, cfg, c):
-    """Propagated class distributions for ``nodes`` (N, d); labeled rows come first.
-
-    Returns (all-seed distributions (N, C), calibration-row distributions). Without a
-    separate calibration set (``calib_rows`` None) the labeled set is cross-fitted: each
-    fold's rows are scored with that fold's labels hidden.
-    """
-    index = build_index(nodes, cfg.graph_index_kind, **cfg.index_options)
-    sims, ids = _drop_self(*search(index, nodes, cfg.propagation_k + 1))
-    w = np.where(ids >= 0, np.clip(sims, 0, None), 0.0) ** cfg.similarity_power
-    rows = np.repeat(np.arange(len(nodes)), ids.shape[1])
-    w_mat = sp.csr_matrix((w.ravel(), (rows, np.maximum(ids, 0).ravel())), shape=(len(nodes),) * 2)
-    w_mat = w_mat + w_mat.T
-    d = np.asarray(w_mat.sum(axis=1)).ravel()
-    d_inv = sp.diags(np.where(d > 0, 1 / np.sqrt(np.maximum(d, 1e-30)), 0.0))
-    graph = (d_inv @ w_mat @ d_inv).tocsr()
-    seeds = np.arange(n_labeled)
-    full = _spread(graph, seeds, labels, cfg, c)
-    if calib_rows is not None:
-        return full, full[calib_rows]
-    # Stratified folds: the i-th sample of each class goes to fold i mod folds.
-    order = np.random.default_rng(cfg.seed).permutation(n_labeled)
-    rank = np.empty(n_labeled, dtype=np.int64)
-    for cls in np.unique(labels):
-        members = order[labels[order] == cls]
-        rank[members] = np.arange(len(members))
-    fold = rank % cfg.propagation_folds
-    calib = np.empty((n_labeled, c), dtype=np.float32)
-    for f in range(cfg.propagation_folds):
-        held = fold == f
-        if held.any():
-            calib[held] = _spread(graph, seeds[~held], labels[~held], cfg, c)[:n_labeled][held]
-    return full, calib
-
-
 def combine(clf: np.ndarray, vote: np.ndarray, weight: float, how: str = "product") -> np.ndarray:
     """Combine (n, C) classifier and vote distributions into one (n, C) float32 distribution."""
     if how == "mean":
@@ -261,14 +200,14 @@ def select_pseudo_labels(
     if calib_embeddings is not None:
         c_sims, c_ids = search(index, calib_embeddings, cfg.k)
     else:  # leave-one-out: a labeled sample must not vote for itself
-        c_sims, c_ids = _drop_self(*search(index, labeled_embeddings, cfg.k + 1))
+        c_sims, c_ids = drop_self(*search(index, labeled_embeddings, cfg.k + 1))
     if cfg.propagation:
         parts = [labeled_embeddings, pool_embeddings]
         calib_rows = None
         if calib_embeddings is not None:
             parts.insert(1, calib_embeddings)
             calib_rows = np.arange(m, m + len(calib_embeddings))
-        full, calib_vote = _propagated_votes(
+        full, calib_vote = propagated_votes(
             np.concatenate(parts), m, labeled_labels, calib_rows, cfg, c
         )
         pool_vote = full[-n:]

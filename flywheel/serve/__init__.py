@@ -1,0 +1,1 @@
+"""Stage: serving. Predictions from the champion, API keys and tenants' samples."""
