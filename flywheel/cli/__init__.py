@@ -28,7 +28,8 @@ from flywheel.cli.feedback import feedback_app
 from flywheel.cli.service import beat, keys_app, serve, worker
 from flywheel.config import Settings, SettingsError, load_settings
 from flywheel.errors import FlywheelError
-from flywheel.store.ingest import SplitPlan, digits_candidates
+from flywheel.store.ingest import SplitPlan
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import MARKER
 
 app = typer.Typer(

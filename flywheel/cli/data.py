@@ -20,13 +20,10 @@ from flywheel.cli.common import (
 from flywheel.datasets.versions import VersionDiff, VersionInfo
 from flywheel.errors import FlywheelError
 from flywheel.store import quarantine
-from flywheel.store.ingest import (
-    Candidate,
-    IngestReport,
-    SplitPlan,
+from flywheel.store.ingest import Candidate, IngestReport, SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import (
     digits_candidates,
     imagefolder_candidates,
-    ingest_candidates,
     manifest_candidates,
 )
 

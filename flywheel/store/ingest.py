@@ -1,6 +1,6 @@
 """Ingest images into the store: validate, deduplicate, assign splits, record seed labels.
 
-Sources produce ``Candidate``s (a name, a way to read the bytes, maybe a label and split);
+Sources (:mod:`flywheel.store.ingest_sources`) produce ``Candidate``s (a name, a way to read the bytes, maybe a label and split);
 ``ingest_candidates`` does the rest the same way for every source. Each batch is all or
 nothing: its new blobs are deleted again if its database transaction fails, and a rejected
 file never reaches the store or the database.
@@ -8,16 +8,12 @@ file never reaches the store or the database.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from flywheel.config import IngestSettings
@@ -26,16 +22,11 @@ from flywheel.db.models import LabelSource, Split
 from flywheel.errors import (
     FlywheelError,
     InvalidInputError,
-    NotFoundError,
     UnsupportedMediaError,
 )
 from flywheel.store.blobs import BlobStore, sha256_hex
 from flywheel.store.images import ImageInfo, inspect_image
-from flywheel.store.remote_reads import RemoteReader
-from flywheel.store.remote_sources import RemoteSourcePolicy
 
-# torchvision's ImageFolder convention.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 Progress = Callable[[int, int], None]
 # Reading and decoding overlap file-system latency; PIL releases the GIL while decoding.
 READ_THREADS = 4
@@ -254,137 +245,3 @@ def _ingest_batch(
         report.by_split[str(item.split)] += 1
     report.added += len(valid)
     report.labels_added += len(labels)
-
-
-# --- sources -------------------------------------------------------------------------
-
-
-def _file_reader(path: Path) -> Callable[[], bytes]:
-    def read() -> bytes:
-        if not path.is_file():
-            raise NotFoundError("file not found")
-        return path.read_bytes()
-
-    return read
-
-
-def _unsupported(reason: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        raise InvalidInputError(reason)
-
-    return read
-
-
-def imagefolder_candidates(root: Path) -> list[Candidate]:
-    """``root/<class>/<img>`` is labeled with ``<class>``; images directly in ``root`` are not.
-
-    Files with other extensions are listed (and so rejected with a reason), not skipped
-    silently; hidden files are ignored.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotFoundError(f"not a directory: {root}")
-    out: list[Candidate] = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_dir() or any(part.startswith(".") for part in rel.parts):
-            continue
-        label = rel.parts[0] if len(rel.parts) > 1 else None
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            read = _file_reader(path)
-        else:
-            read = _unsupported(f"unsupported file type {path.suffix or '(none)'!r}")
-        out.append(Candidate(str(rel), read, label))
-    return out
-
-
-def _uri_reader(
-    uri: str, base_dir: Path, policy: RemoteSourcePolicy, reader: RemoteReader
-) -> Callable[[], bytes]:
-    if "://" not in uri or uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://"))
-        return _file_reader(path if path.is_absolute() else base_dir / path)
-    # Strictly parsed (UriRefused names the rule), read by a client built from settings.
-    return lambda: reader.read(policy.check(uri))
-
-
-def prefetched_candidates(
-    rows: Sequence[dict[str, str | None]], fetched: Sequence[bytes | Exception]
-) -> list[Candidate]:
-    """Rows ``{uri, label?, split?}`` whose bytes were already read (or failed to be)."""
-    out = []
-    for i, (row, got) in enumerate(zip(rows, fetched, strict=True)):
-        out.append(
-            Candidate(
-                f"item {i + 1}: {row['uri']}", _result(got), row.get("label"), row.get("split")
-            )
-        )
-    return out
-
-
-def _result(got: bytes | Exception) -> Callable[[], bytes]:
-    def read() -> bytes:
-        if isinstance(got, Exception):
-            raise got
-        return got
-
-    return read
-
-
-def manifest_candidates(
-    path: Path, settings: IngestSettings, reader: RemoteReader | None = None
-) -> list[Candidate]:
-    """Rows of a Parquet or CSV manifest: ``uri`` (required), ``label`` and ``split`` optional.
-
-    Relative paths are resolved against the manifest's folder. A manifest is the operator's
-    own file, so its remote URIs need not lie under ``uri_roots``; they must still use one
-    of ``uri_schemes``, are parsed as strictly as URIs sent over HTTP, and are read by a
-    client built from settings (a root's options where one matches), with its timeouts.
-    """
-    policy = RemoteSourcePolicy(settings.uri_roots, settings.uri_schemes, require_root=False)
-    reader = reader or RemoteReader(settings)
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"manifest not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            rows = pq.read_table(path).to_pylist()
-        elif suffix == ".csv":
-            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-        else:
-            raise InvalidInputError(f"manifest must be .parquet or .csv, not {suffix!r}")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read manifest {path}: {exc}") from exc
-    if rows and "uri" not in rows[0]:
-        raise InvalidInputError(f"manifest {path} has no 'uri' column")
-    out = []
-    for i, row in enumerate(rows):
-        uri = row.get("uri")
-        name = f"row {i + 1}: {uri}"
-        label = row.get("label")
-        split = row.get("split")
-        label = None if label in (None, "") else str(label)
-        split = None if split in (None, "") else str(split)
-        if not isinstance(uri, str) or not uri:
-            out.append(Candidate(f"row {i + 1}", _unsupported("missing uri"), label, split))
-            continue
-        out.append(Candidate(name, _uri_reader(uri, path.parent, policy, reader), label, split))
-    return out
-
-
-def digits_candidates() -> list[Candidate]:
-    """sklearn's 1,797 real 8x8 digit scans as 8-bit grayscale PNGs, labeled "0".."9"."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    out = []
-    for i, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
-        # The scans are 0..16 intensities; scale to the full 8-bit range.
-        img = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode="L")
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        data = buf.getvalue()
-        out.append(Candidate(f"digits/{i:04d}", lambda d=data: d, str(int(target))))
-    return out

@@ -13,7 +13,8 @@ from flywheel.config import Settings
 from flywheel.cycle.lease import current
 from flywheel.cycle.requests import request_cycle
 from flywheel.db import Cycle
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace, open_workspace
 from workers.app import create_celery
 

@@ -8,7 +8,8 @@ from flywheel.cycle.runner import run_cycle
 from flywheel.db import Cycle, Label, ReviewItem
 from flywheel.errors import InvalidInputError
 from flywheel.learn.registry import ModelRegistry
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace, open_workspace
 
 TINY = {

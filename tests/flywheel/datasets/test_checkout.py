@@ -5,7 +5,8 @@ from torchvision.transforms import v2
 
 from flywheel.datasets.checkout import checkout
 from flywheel.store.images import decode_image
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace
 
 

@@ -25,7 +25,8 @@ from flywheel.insights.label_audit import (
 from flywheel.learn.data import CycleData, load_cycle_data
 from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
 from flywheel.learn.snapshots import save_embeddings
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace
 
 # 3 classes, 8 samples: sample 2 is labeled 0 but looks like 1, sample 5 is labeled 1 but

@@ -11,14 +11,11 @@ from flywheel.config import IngestSettings
 from flywheel.db import GroundTruth, Label, Sample
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.store.blobs import BlobStore
-from flywheel.store.ingest import (
-    Candidate,
-    SplitPlan,
+from flywheel.store.ingest import Candidate, SplitPlan, ingest_candidates, plan_splits
+from flywheel.store.ingest_sources import (
     digits_candidates,
     imagefolder_candidates,
-    ingest_candidates,
     manifest_candidates,
-    plan_splits,
 )
 from flywheel.workspace import Workspace
 
