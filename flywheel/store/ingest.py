@@ -1,9 +1,9 @@
 """Ingest images into the store: validate, deduplicate, assign splits, record seed labels.
 
-Sources (:mod:`flywheel.store.ingest_sources`) produce ``Candidate``s (a name, a way to read the bytes, maybe a label and split);
-``ingest_candidates`` does the rest the same way for every source. Each batch is all or
-nothing: its new blobs are deleted again if its database transaction fails, and a rejected
-file never reaches the store or the database.
+Sources (:mod:`flywheel.store.ingest_sources`) produce ``Candidate``s (a name, a way to read
+the bytes, maybe a label and split); ``ingest_candidates`` does the rest the same way for
+every source. Each batch is all or nothing: its new blobs are deleted again if its database
+transaction fails, and a rejected file never reaches the store or the database.
 """
 
 from __future__ import annotations
