@@ -20,18 +20,7 @@ from api.cycle_runner import BrokerCycleRunner, CycleRunner
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.metrics import Metrics, RequestMetrics
-from api.routes import (
-    annotators,
-    cycles,
-    datasets,
-    feedback,
-    health,
-    models,
-    predict,
-    quarantine,
-    review,
-    samples,
-)
+from api.routes import routers
 from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.feedback.writer import FeedbackWriter
@@ -121,19 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (
-        health,
-        predict,
-        feedback,
-        samples,
-        cycles,
-        datasets,
-        models,
-        review,
-        annotators,
-        quarantine,
-    ):
-        app.include_router(module.router)
+    for router in routers():
+        app.include_router(router)
     web.install(app)  # the engineers' web UI at /ui
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
