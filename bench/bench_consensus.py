@@ -30,24 +30,19 @@ accuracy per annotator (true: the share of their answers that were right). ECE: 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after use("Agg")
 import numpy as np
-from sklearn.datasets import load_digits
+from harness.cli import DOCS, RESULTS, add_out, add_seeds, parser
+from harness.digits import NUM_CLASSES as K
+from harness.digits import digits_uint8
+from harness.results import markdown_table, pyplot, save_figure, write_json
 
 from flywheel.config import ConsensusSettings
 from flywheel.feedback.consensus import ItemConsensus, Vote, dawid_skene, majority_vote
 
-ROOT = Path(__file__).resolve().parent.parent
-K = 10
 CLASSES = [str(c) for c in range(K)]
 SETTINGS = ConsensusSettings()
 
@@ -89,7 +84,7 @@ def simulate(scenario: str, seed: int, anchor: float = 0.0) -> dict:
     prediction confirms it anyway (the answer then depends on the prediction, which
     Dawid-Skene's conditional independence does not allow for)."""
     rng = np.random.default_rng(seed)
-    truth = load_digits().target.astype(int)
+    truth = digits_uint8()[1].astype(int)
     names, _, specs = _annotators(scenario.split(",")[0], rng)
     n = len(truth)
     predicted = np.where(rng.random(n) < 0.85, truth, (truth + rng.integers(1, K, n)) % K)
@@ -197,27 +192,29 @@ def _fmt(values: list[float | None], pct: bool = True) -> str:
 
 
 def table(results: dict) -> str:
-    lines = [
-        "| scenario | method | accuracy % | accepted % | accuracy of accepted % | ECE "
-        "| annot. MAE | seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for scenario, runs in results.items():
         for m in METHODS:
-            rows = [r[m] for r in runs]
-            mae = _fmt([r.get("annotator_mae") for r in rows], pct=False)
-            lines.append(
-                f"| {scenario} | {m} | {_fmt([r['accuracy'] for r in rows])} "
-                f"| {_fmt([r['accepted_share'] for r in rows])} "
-                f"| {_fmt([r['accepted_accuracy'] for r in rows])} "
-                f"| {_fmt([r['ece'] for r in rows], pct=False)} | {mae} "
-                f"| {np.mean([r['seconds'] for r in rows]):.2f} |"
+            rs = [r[m] for r in runs]
+            rows.append(
+                [
+                    scenario,
+                    m,
+                    _fmt([r["accuracy"] for r in rs]),
+                    _fmt([r["accepted_share"] for r in rs]),
+                    _fmt([r["accepted_accuracy"] for r in rs]),
+                    _fmt([r["ece"] for r in rs], pct=False),
+                    _fmt([r.get("annotator_mae") for r in rs], pct=False),
+                    f"{np.mean([r['seconds'] for r in rs]):.2f}",
+                ]
             )
-    return "\n".join(lines)
+    columns = ["scenario", "method", "accuracy %", "accepted %", "accuracy of accepted %"]
+    return markdown_table([*columns, "ECE", "annot. MAE", "seconds"], "llrrrrrr", rows)
 
 
 def plot(results: dict, path: Path) -> None:
     """Estimated vs true accuracy per annotator, all seeds: panel and crowd side by side."""
+    plt = pyplot()
     shown = [s for s in ("panel", "crowd") if s in results]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.0 * len(shown), 4.0), dpi=110)
     colors = {"good": "tab:green", "sloppy": "tab:orange", "crowd": "tab:blue"}
@@ -239,17 +236,15 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{scenario} ({len(runs)} seeds)")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap = parser(__doc__)
+    add_seeds(ap, [0, 1, 2, 3, 4])
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/consensus.json")
-    ap.add_argument("--png", type=Path, default=ROOT / "docs/annotator_reliability.png")
+    add_out(ap, RESULTS / "consensus.json")
+    ap.add_argument("--png", type=Path, default=DOCS / "annotator_reliability.png")
     args = ap.parse_args()
     results = {s: [run(s, seed) for seed in args.seeds] for s in args.scenarios}
     print(table(results))
@@ -258,8 +253,7 @@ def main() -> None:
             f"{s}: {np.mean([r['votes'] for r in runs]):.0f} votes/seed, "
             f"{100 * np.mean([r['rejects'] / r['votes'] for r in runs]):.1f} % rejects"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seeds": args.seeds, "results": results}, indent=1))
+    write_json(args.out, {"seeds": args.seeds, "results": results}, indent=1)
     plot(results, args.png)
 
 

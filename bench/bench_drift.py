@@ -21,15 +21,15 @@ Feature spaces: the champion's backbone (what ``measure_drift`` uses), a weak ch
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from harness.cli import RESULTS, add_out, add_seeds, parser
+from harness.digits import digits_uint8
+from harness.results import read_json, write_json
 from PIL import Image
-from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 from flywheel.config import DriftSettings
@@ -39,15 +39,8 @@ from flywheel.insights.drift import (
     mmd_permutation_p_value,
     mmd_rbf,
 )
-from flywheel.learn.ssl import embed
+from flywheel.learn.ssl.embed import embed
 from flywheel.learn.training import TrainConfig, train_classifier
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    d = load_digits()
-    return np.round(d.images * (255 / 16)).astype(np.uint8), d.target
 
 
 def _each(images: np.ndarray, fn: Callable[[Image.Image], Image.Image]) -> np.ndarray:
@@ -97,7 +90,7 @@ def embedders(train_x: np.ndarray, train_y: np.ndarray, seed: int) -> dict[str, 
 
 
 def run(seeds: list[int], null_draws: int, shift_draws: int) -> dict:
-    images, labels = digits()
+    images, labels = digits_uint8()
     null: dict[str, dict[int, list[float]]] = {}
     shifts: dict[str, dict[str, list[dict]]] = {}
     for seed in seeds:
@@ -167,17 +160,17 @@ def summarise(raw: dict, threshold: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = parser(__doc__)
+    add_seeds(ap, [0, 1, 2])
     ap.add_argument("--null-draws", type=int, default=200)
     ap.add_argument("--shift-draws", type=int, default=20)
     ap.add_argument("--threshold", type=float, default=DriftSettings().mmd_threshold)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "drift.json")
+    add_out(ap, RESULTS / "drift.json", "summary")
     ap.add_argument("--raw", type=Path, help="also keep every draw here (to try thresholds)")
     ap.add_argument("--from-raw", type=Path, help="summarise a --raw file instead of running")
     args = ap.parse_args()
     if args.from_raw:
-        saved = json.loads(args.from_raw.read_text())
+        saved = read_json(args.from_raw)
         raw = {
             "null": {s: {int(n): v for n, v in by_n.items()} for s, by_n in saved["null"].items()},
             "shifts": saved["shifts"],
@@ -186,14 +179,13 @@ def main() -> None:
     else:
         raw = run(args.seeds, args.null_draws, args.shift_draws)
         if args.raw:
-            args.raw.write_text(json.dumps({"seeds": args.seeds, **raw}))
+            write_json(args.raw, {"seeds": args.seeds, **raw}, indent=None)
     result = {"seeds": args.seeds, **summarise(raw, args.threshold)}
     for row in result["null"]:
         print(row)
     for row in result["shifts"]:
         print(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -22,20 +22,18 @@ cleanlab is not a dependency of the flywheel: install it to run this (dev extra)
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
+from harness.cli import RESULTS, add_out, add_seeds, parser
+from harness.digits import NUM_CLASSES as K
+from harness.digits import digits_scaled
+from harness.results import write_json
+from harness.stats import best_of
 from sklearn.decomposition import PCA
 
 from flywheel.insights.label_audit import find_label_issues, out_of_sample_probs, self_confidence
-
-ROOT = Path(__file__).resolve().parent.parent
-K = 10
 
 try:
     from cleanlab.filter import find_label_issues as cleanlab_find
@@ -44,10 +42,10 @@ except ImportError:  # measured only when present
 
 
 def features() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    x, y = load_digits(return_X_y=True)
-    pca = PCA(n_components=32, random_state=0).fit_transform(x / 16.0)
+    x, y = digits_scaled()
+    pca = PCA(n_components=32, random_state=0).fit_transform(x)
     pca /= np.linalg.norm(pca, axis=1, keepdims=True)
-    return {"pixels": (x / 16.0, y), "pca32": (pca, y)}
+    return {"pixels": (x, y), "pca32": (pca, y)}
 
 
 def flip(y: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -72,30 +70,21 @@ def scores(found: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def timed(fn, repeat: int = 5) -> tuple[np.ndarray, float]:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
-
-
 def detectors(probs: np.ndarray, noisy: np.ndarray, n_flipped: int) -> dict[str, tuple]:
-    out: dict[str, tuple] = {"flywheel": timed(lambda: find_label_issues(probs, noisy))}
+    out: dict[str, tuple] = {"flywheel": best_of(lambda: find_label_issues(probs, noisy))}
     if cleanlab_find is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out["cleanlab (n_jobs=1)"] = timed(lambda: cleanlab_find(noisy, probs, n_jobs=1))
-            out["cleanlab (all cores)"] = timed(lambda: cleanlab_find(noisy, probs), repeat=2)
-    out["argmax != given"] = timed(lambda: probs.argmax(axis=1) != noisy)
+            out["cleanlab (n_jobs=1)"] = best_of(lambda: cleanlab_find(noisy, probs, n_jobs=1))
+            out["cleanlab (all cores)"] = best_of(lambda: cleanlab_find(noisy, probs), repeat=2)
+    out["argmax != given"] = best_of(lambda: probs.argmax(axis=1) != noisy)
 
     def lowest() -> np.ndarray:
         mask = np.zeros(len(noisy), dtype=bool)
         mask[np.argsort(self_confidence(probs, noisy))[:n_flipped]] = True
         return mask
 
-    out["lowest self-confidence, true count (oracle)"] = timed(lowest)
+    out["lowest self-confidence, true count (oracle)"] = best_of(lowest)
     return out
 
 
@@ -160,10 +149,10 @@ def scale(sizes: list[int]) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap = parser(__doc__)
+    add_seeds(ap, [0, 1, 2, 3, 4])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2_000, 20_000, 200_000])
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "label_audit.json")
+    add_out(ap, RESULTS / "label_audit.json")
     args = ap.parse_args()
     if cleanlab_find is None:
         print("cleanlab is not installed: only the flywheel's detector is measured")
@@ -173,8 +162,7 @@ def main() -> None:
         "quality": quality(args.seeds),
         "scale": scale(args.sizes),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

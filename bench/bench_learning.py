@@ -16,19 +16,17 @@ Compared in the same run:
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import logging
-import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from harness.cli import add_out, add_seeds, parser
+from harness.digits import digits_uint8, draw_labels, png_bytes, pool_test_split
+from harness.results import markdown_table, read_json, write_json
+from harness.stats import Stopwatch
+from harness.workspaces import scratch
 from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 from sklearn.svm import SVC
 
@@ -42,34 +40,22 @@ from flywheel.workspace import open_workspace
 
 
 def split(seed: int, labels_per_class: int) -> dict[str, np.ndarray]:
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    y = digits.target
-    idx = np.arange(len(y))
-    pool, test = train_test_split(idx, test_size=0.3, stratify=y, random_state=seed)
-    rng = np.random.default_rng(seed)
-    labeled = np.concatenate(
-        [rng.choice(pool[y[pool] == c], labels_per_class, replace=False) for c in range(10)]
-    )
+    images, y = digits_uint8()
+    pool, test = pool_test_split(y, seed)
+    labeled = pool[draw_labels(y[pool], labels_per_class, seed)]
     unlabeled = np.setdiff1d(pool, labeled)
     return {"images": images, "y": y, "labeled": labeled, "pool": unlabeled, "test": test}
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def run_flywheel(s: dict[str, np.ndarray], learning: LearningSettings, cycles: int) -> dict:
     images, y = s["images"], s["y"]
     cands = [
-        Candidate(f"{split_name}/{i}", lambda i=i: png(images[i]), str(y[i]), split_name)
+        Candidate(f"{split_name}/{i}", lambda i=i: png_bytes(images[i]), str(y[i]), split_name)
         for split_name, key in (("train", "labeled"), ("test", "test"), ("pool", "pool"))
         for i in s[key]
     ]
-    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), learning=learning)
+    with scratch() as tmp:
+        settings = Settings(data_dir=tmp, learning=learning)
         ws = open_workspace(settings)
         ingest_candidates(ws.db, ws.blobs, cands, "digits", settings.ingest)
         ws.versions.snapshot("seed")
@@ -125,15 +111,15 @@ def run_sklearn(s: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add_seeds(ap, [0, 1, 2, 3, 4])
     ap.add_argument("--cycles", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
+    add_out(ap, Path("bench/results/learning.json"))
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
     args = ap.parse_args()
     if args.report:
-        print(markdown([row for path in args.report for row in json.loads(path.read_text())]))
+        print(markdown([row for path in args.report for row in read_json(path)]))
         return
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     # sklearn 1.9 deprecates SVC(probability=True); it is still the documented reference.
@@ -144,50 +130,44 @@ def main() -> None:
         for seed in args.seeds:
             s = split(seed, n)
             learning = LearningSettings(seed=seed)
-            t0 = time.perf_counter()
-            fw = run_flywheel(s, learning, args.cycles)
-            t_fw = time.perf_counter() - t0
+            with Stopwatch() as t_fw:
+                fw = run_flywheel(s, learning, args.cycles)
             row = {
                 "labels_per_class": n,
                 "seed": seed,
                 "flywheel": fw["champion_accuracy"],
-                "flywheel_seconds": round(t_fw, 1),
+                "flywheel_seconds": round(t_fw.seconds, 1),
                 "cycles": fw["cycles"],
                 "supervised": run_supervised(s, learning),
                 **run_sklearn(s),
             }
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "cycles"}), flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1))  # after each run: keep partials
+            write_json(args.out, results, indent=1)  # after each run: keep partials
     print(markdown(results))
 
 
 def markdown(results: list[dict]) -> str:
-    lines = [
-        "| labels/class | flywheel | supervised only | LabelSpreading | SelfTraining | "
-        "pseudo precision (last) | pseudo coverage (last) | seeds | seconds/seed |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for n in sorted({r["labels_per_class"] for r in results}):
-        rows = [r for r in results if r["labels_per_class"] == n]
+        runs = [r for r in results if r["labels_per_class"] == n]
 
-        def mean(key: str, rows: list[dict] = rows) -> str:
-            return f"{100 * np.mean([r[key] for r in rows]):.1f}"
+        def mean(key: str, runs: list[dict] = runs) -> str:
+            return f"{100 * np.mean([r[key] for r in runs]):.1f}"
 
-        prec = [r["cycles"][-1]["pseudo_precision"] for r in rows]
-        cov = [r["cycles"][-1]["pseudo_coverage"] for r in rows]
+        prec = [r["cycles"][-1]["pseudo_precision"] for r in runs]
+        cov = [r["cycles"][-1]["pseudo_coverage"] for r in runs]
         prec_s = (
             f"{100 * np.mean([p for p in prec if p is not None]):.1f}"
             if any(p is not None for p in prec)
             else "-"
         )
-        lines.append(
-            f"| {n} | {mean('flywheel')} | {mean('supervised')} | {mean('label_spreading')} | "
-            f"{mean('self_training')} | {prec_s} | {100 * np.mean(cov):.1f} | {len(rows)} | "
-            f"{np.mean([r['flywheel_seconds'] for r in rows]):.0f} |"
-        )
-    return "\n".join(lines)
+        means = [mean(k) for k in ("flywheel", "supervised", "label_spreading", "self_training")]
+        seconds = f"{np.mean([r['flywheel_seconds'] for r in runs]):.0f}"
+        rows.append([n, *means, prec_s, f"{100 * np.mean(cov):.1f}", len(runs), seconds])
+    columns = ["labels/class", "flywheel", "supervised only", "LabelSpreading", "SelfTraining"]
+    columns += ["pseudo precision (last)", "pseudo coverage (last)", "seeds", "seconds/seed"]
+    return markdown_table(columns, "rrrrrrrrr", rows)
 
 
 if __name__ == "__main__":

@@ -17,21 +17,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
+
+from harness.cli import parser, run_json, self_command
+from harness.resources import reset_peak_rss, status_kb
 
 SIZES = (500, 2000, 6000)
 OLD_MAX = 2000
 INPUT_SIZE = 32  # the model's input size (serving's fallback for models without one)
-
-
-def _kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def gradient_png(side: int) -> bytes:
@@ -77,18 +70,22 @@ def measure(path: str, side: int) -> dict[str, float]:
 
     data = gradient_png(side)
     serve(gradient_png(64))
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _kb("VmRSS")
+    reset_peak_rss()
+    before = status_kb("VmRSS")
     start = time.perf_counter()
     serve(data)
     seconds = time.perf_counter() - start
-    return {"growth_mb": (_kb("VmHWM") - before) / 1024, "seconds": seconds, "bytes": len(data)}
+    return {
+        "growth_mb": (status_kb("VmHWM") - before) / 1024,
+        "seconds": seconds,
+        "bytes": len(data),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--one", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--one", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]))))
         return
@@ -98,13 +95,7 @@ def main() -> None:
             if path == "old" and side > OLD_MAX:
                 print(f"{side:>5}x{side:<5} {'':>7} {path:>4} {'(skipped: ~22 GB)':>26}")
                 continue
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", path, str(side)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            r = run_json(self_command(__file__, "--one", path, str(side)))
             print(
                 f"{side:>5}x{side:<5} {r['bytes'] / 1024:>7.0f} {path:>4} "
                 f"{r['growth_mb']:>15.1f} {r['seconds']:>10.2f}"

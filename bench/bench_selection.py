@@ -14,18 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
+from harness.cli import parser, run_json, self_command
+from harness.resources import peak_rss_mib
+from harness.results import table_header, table_row
 
 METHODS = ["numpy", "flat", "ivf", "hnsw", "select_flat", "agreement"]
 DIM, CLASSES, CLUSTERS = 128, 10, 100
 
 
-def _data(n: int, n_labeled: int, seed: int = 0):
+def _data(n: int, n_labeled: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(CLUSTERS, DIM)).astype(np.float32)
     out = []
@@ -40,7 +40,9 @@ def _data(n: int, n_labeled: int, seed: int = 0):
     return out  # pool, pool_labels, labeled, labeled_labels
 
 
-def _numpy_knn(pool: np.ndarray, labeled: np.ndarray, k: int, chunk: int = 65_536):
+def _numpy_knn(
+    pool: np.ndarray, labeled: np.ndarray, k: int, chunk: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k cosine (rows already unit norm): chunked matmul + argpartition."""
     sims = np.empty((len(pool), k), dtype=np.float32)
     ids = np.empty((len(pool), k), dtype=np.int64)
@@ -54,10 +56,6 @@ def _numpy_knn(pool: np.ndarray, labeled: np.ndarray, k: int, chunk: int = 65_53
     return sims, ids
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
     import faiss
 
@@ -66,7 +64,7 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
 
     faiss.omp_set_num_threads(threads)
     pool, _, labeled, lab_y = _data(n, n_labeled)
-    rss0 = _rss_mib()
+    rss0 = peak_rss_mib()
     t0 = time.perf_counter()
     build_s = 0.0
     if method == "numpy":
@@ -78,7 +76,7 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
         logits = rng.normal(size=(n, CLASSES)).astype(np.float32)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         del logits
-        rss0, t0 = _rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
         r = select_by_agreement(
             pool, probs, labeled, lab_y, np.ones(n_labeled), CLASSES, AgreementConfig(k=k)
         )
@@ -88,7 +86,7 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
         logits = rng.normal(size=(n, CLASSES)).astype(np.float32)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         oof = np.exp(logits[:n_labeled]) / np.exp(logits[:n_labeled]).sum(axis=1, keepdims=True)
-        rss0, t0 = _rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
         r = select_pseudo_labels(
             pool,
             probs,
@@ -116,13 +114,13 @@ def child(method: str, n: int, n_labeled: int, k: int, threads: int) -> dict:
         "total_s": total_s,
         "queries_per_s": n / total_s,
         "recall": recall,
-        "peak_rss_mib": _rss_mib(),
-        "extra_rss_mib": _rss_mib() - rss0,
+        "peak_rss_mib": peak_rss_mib(),
+        "extra_rss_mib": peak_rss_mib() - rss0,
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--labeled", type=int, default=1_000)
     ap.add_argument("-k", type=int, default=10)
@@ -138,30 +136,15 @@ def main() -> None:
         "OPENBLAS_NUM_THREADS": str(args.threads),
     }
     print(f"pool {args.n:,} x {DIM}, {args.labeled:,} labeled, k={args.k}, {args.threads} threads")
-    print("| method | build s | total s | queries/s | recall@k | peak RSS MiB | extra RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    columns = ["method", "build s", "total s", "queries/s", "recall@k", "peak RSS MiB"]
+    print(table_header([*columns, "extra RSS MiB"], "lllllll"))
     for method in args.methods.split(","):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            method,
-            "--n",
-            str(args.n),
-            "--labeled",
-            str(args.labeled),
-            "-k",
-            str(args.k),
-            "--threads",
-            str(args.threads),
-        ]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"| {method} | {r['build_s']:.3f} | {r['total_s']:.2f} | {r['queries_per_s']:,.0f} "
-            f"| {r['recall']:.4f} | {r['peak_rss_mib']:,.0f} | {r['extra_rss_mib']:,.0f} |",
-            flush=True,
-        )
+        cmd = self_command(__file__, "--child", method, "--n", str(args.n))
+        cmd += ["--labeled", str(args.labeled), "-k", str(args.k), "--threads", str(args.threads)]
+        r = run_json(cmd, env)
+        cells = [method, f"{r['build_s']:.3f}", f"{r['total_s']:.2f}", f"{r['queries_per_s']:,.0f}"]
+        cells += [f"{r['recall']:.4f}", f"{r['peak_rss_mib']:,.0f}", f"{r['extra_rss_mib']:,.0f}"]
+        print(table_row(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,20 @@ samples of the review queue. Prints a markdown table and writes docs/precision_c
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from sklearn.datasets import load_digits
+from harness.cli import parser
+from harness.digits import digits_scaled, draw_labels, pool_test_split
+from harness.results import pyplot, save_figure, table_header, table_row
+from harness.stats import precision_coverage
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
-from flywheel.select.calibrated import Decision, SelectionConfig, select_pseudo_labels
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from flywheel.select.calibrated import SelectionConfig, select_pseudo_labels
+from flywheel.select.result import Decision
 
 VARIANTS = {
     "combined (LR x kNN)": SelectionConfig(),
@@ -35,34 +34,21 @@ VARIANTS = {
 }
 
 
-def _fit(x, y, w=None):
+def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=3000).fit(x, y, sample_weight=w)
 
 
-def _probs(model, x):
+def _probs(model: LogisticRegression, x: np.ndarray) -> np.ndarray:
     out = np.zeros((len(x), 10))
     out[:, model.classes_] = model.predict_proba(x)
     return out
 
 
-def _curve(score, correct):
-    """Precision and coverage of 'accept the top-j by score', for every j."""
-    order = np.argsort(-score, kind="stable")
-    hits = np.cumsum(correct[order])
-    j = np.arange(1, len(order) + 1)
-    return hits / j, j / len(order)
-
-
-def run_seed(seed: int, config: SelectionConfig, cycles: int, review: int):
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
-    x_pool, x_test, y_pool, y_test = train_test_split(
-        x, y, test_size=0.3, stratify=y, random_state=seed
-    )
-    rng = np.random.default_rng(seed)
-    human = np.concatenate(
-        [rng.choice(np.flatnonzero(y_pool == c), 5, replace=False) for c in range(10)]
-    )
+def run_seed(seed: int, config: SelectionConfig, cycles: int, review: int) -> list[dict]:
+    x, y = digits_scaled()
+    pool, test = pool_test_split(y, seed)
+    x_pool, x_test, y_pool, y_test = x[pool], x[test], y[pool], y[test]
+    human = draw_labels(y_pool, 5, seed)
     emb = PCA(32, random_state=seed).fit(x_pool).transform(x_pool).astype(np.float32)
     pseudo_idx, pseudo_lab, pseudo_w = np.array([], int), np.array([], int), np.array([])
     rows = []
@@ -110,11 +96,12 @@ def run_seed(seed: int, config: SelectionConfig, cycles: int, review: int):
                 "precision": correct[acc].mean() if acc.any() else np.nan,
                 "coverage": acc.sum() / len(unl),
                 "test_acc": (model.predict(x_test) == y_test).mean(),
-                "curve_combined": _curve(r.score, correct),
+                "curve_combined": precision_coverage(r.score, correct),
             }
         )
         probs = _probs(model, x_pool[unl])  # the same model's softmax alone, for comparison
-        rows[-1]["curve_softmax"] = _curve(probs.max(1), probs.argmax(1) == y_pool[unl])
+        correct_softmax = probs.argmax(1) == y_pool[unl]
+        rows[-1]["curve_softmax"] = precision_coverage(probs.max(1), correct_softmax)
         queue = np.flatnonzero(r.decision == Decision.NEEDS_REVIEW)
         queue = queue[np.argsort(-r.score[queue], kind="stable")][:review]
         human = np.concatenate([human, unl[queue]])
@@ -122,42 +109,42 @@ def run_seed(seed: int, config: SelectionConfig, cycles: int, review: int):
     return rows
 
 
-def _mean_curve(curves, grid):
+def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
     """Average precision-at-coverage over seeds on a common coverage grid."""
-    return np.mean([np.interp(grid, cov, prec) for prec, cov in curves], axis=0)
+    return np.mean([np.interp(grid, cov, prec) for cov, prec in curves], axis=0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--cycles", type=int, default=5)
-    ap.add_argument("--review", type=int, default=20, help="human labels per cycle")
-    ap.add_argument("--plot", default="docs/precision_coverage.png")
-    args = ap.parse_args()
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-    results = {
-        name: [run_seed(s, cfg, args.cycles, args.review) for s in range(args.seeds)]
-        for name, cfg in VARIANTS.items()
-    }
-    print(f"digits, {args.seeds} seeds, 5 labels/class, {args.review} reviews/cycle; mean (min)")
-    print("| selection | cycle | human labels | accepted | precision | coverage | test acc |")
-    print("|---|---|---|---|---|---|---|")
+def table(results: dict, cycles: int) -> str:
+    """Per variant and cycle: mean (min over seeds) of the selection's figures."""
+    columns = ["selection", "cycle", "human labels", "accepted", "precision", "coverage"]
+    lines = [table_header([*columns, "test acc"], "lllllll")]
     for name, runs in results.items():
-        for c in range(args.cycles):
+        for c in range(cycles):
             rs = [run[c] for run in runs]
             prec = np.array([r["precision"] for r in rs])
             cov = np.array([r["coverage"] for r in rs])
-            print(
-                f"| {name} | {c + 1} | {np.mean([r['humans'] for r in rs]):.0f} "
-                f"| {np.mean([r['accepted'] for r in rs]):.0f} "
-                f"| {np.nanmean(prec):.3f} ({np.nanmin(prec):.3f}) "
-                f"| {cov.mean():.3f} ({cov.min():.3f}) "
-                f"| {np.mean([r['test_acc'] for r in rs]):.3f} |"
+            lines.append(
+                table_row(
+                    [
+                        name,
+                        c + 1,
+                        f"{np.mean([r['humans'] for r in rs]):.0f}",
+                        f"{np.mean([r['accepted'] for r in rs]):.0f}",
+                        f"{np.nanmean(prec):.3f} ({np.nanmin(prec):.3f})",
+                        f"{cov.mean():.3f} ({cov.min():.3f})",
+                        f"{np.mean([r['test_acc'] for r in rs]):.3f}",
+                    ]
+                )
             )
+    return "\n".join(lines)
+
+
+def plot(results: dict, cycles: int, path: Path) -> None:
+    """Precision vs coverage at the first and the last cycle: mean curves, seed dots."""
     grid = np.linspace(0.01, 1, 100)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2), sharey=True)
     base = results["combined (LR x kNN)"]
-    for ax, c in zip(axes, [0, args.cycles - 1], strict=True):
+    for ax, c in zip(axes, [0, cycles - 1], strict=True):
         for key, label, style in [
             ("curve_combined", "combined score", "-"),
             ("curve_softmax", "softmax only", "--"),
@@ -180,8 +167,24 @@ def main() -> None:
     axes[1].legend(fontsize=7, loc="lower left")
     fig.suptitle("digits: precision vs coverage (curves: mean over seeds; dots: per seed)")
     fig.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=120)
+    save_figure(fig, path, dpi=120)
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--cycles", type=int, default=5)
+    ap.add_argument("--review", type=int, default=20, help="human labels per cycle")
+    ap.add_argument("--plot", type=Path, default=Path("docs/precision_coverage.png"))
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    results = {
+        name: [run_seed(s, cfg, args.cycles, args.review) for s in range(args.seeds)]
+        for name, cfg in VARIANTS.items()
+    }
+    print(f"digits, {args.seeds} seeds, 5 labels/class, {args.review} reviews/cycle; mean (min)")
+    print(table(results, args.cycles))
+    plot(results, args.cycles, args.plot)
     print(f"plot: {args.plot}")
 
 

@@ -35,23 +35,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
+from harness.cli import add_seeds
+from harness.digits import NUM_CLASSES, digits_uint8, draw_labels, pool_test_split
+from harness.results import write_json
 from sklearn.decomposition import PCA
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from flywheel.learn.backbones import AugmentConfig
-from flywheel.learn.ssl import SSLConfig, embed, train_ssl
+from flywheel.learn.ssl.embed import embed
+from flywheel.learn.ssl.loop import SSLConfig, train_ssl
 from flywheel.learn.training import TrainConfig, evaluate, train_classifier
 
-NUM_CLASSES = 10
 DIGIT_STRONG = AugmentConfig.for_digits("strong")
 DIGIT_WEAK = AugmentConfig.for_digits("weak")
-
-
-def load() -> tuple[np.ndarray, np.ndarray]:
-    d = load_digits()
-    return np.round(d.images * (255 / 16)).astype(np.uint8), d.target.astype(np.int64)
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -63,13 +59,6 @@ def few_shot_nn(emb: np.ndarray, y: np.ndarray, n: int, seed: int) -> float:
     """Pool accuracy of 1-NN to n labeled samples per class (the kNN quality that matters)."""
     idx = draw_labels(y, n, seed)
     return float((y[idx][(emb @ emb[idx].T).argmax(1)] == y).mean())
-
-
-def draw_labels(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), n, replace=False) for c in range(NUM_CLASSES)]
-    )
 
 
 def loo_nn(emb: np.ndarray, y: np.ndarray) -> float:
@@ -131,7 +120,8 @@ def ssl_backbone(pool: np.ndarray, cfg: SSLConfig, cache: Path, seed: int) -> tu
 
 
 def run_seed(args: argparse.Namespace, x: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
-    xp, xt, yp, yt = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+    pool, test = pool_test_split(y, seed)
+    xp, xt, yp, yt = x[pool], x[test], y[pool], y[test]
     ssl_cfg = SSLConfig(
         method=args.ssl_method,
         epochs=args.ssl_epochs,
@@ -243,7 +233,7 @@ def run_seed(args: argparse.Namespace, x: np.ndarray, y: np.ndarray, seed: int) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add_seeds(p, [0, 1, 2, 3, 4])
     p.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--share-start", type=float, default=0.5)
@@ -278,10 +268,10 @@ def main() -> None:
     p.add_argument("--no-init", action="store_true", help="train the classifier from scratch")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "flywheel-bench-cache"))
-    p.add_argument("--out", default=None, help="write all rows as JSON here")
+    p.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
-    x, y = load()
+    x, y = digits_uint8()
     t = time.time()
     rows = [r for s in args.seeds for r in run_seed(args, x, y, s)]
     print(f"\nmean over seeds {args.seeds} ({time.time() - t:.0f}s total)")
@@ -298,7 +288,7 @@ def main() -> None:
                 f"{100 * m['pl_precision']:>7.1f}% {100 * m['pl_coverage']:>7.1f}%"
             )
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        write_json(args.out, rows, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,52 +10,45 @@ hidden truth, the precision of accepting the top x % of the pool.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from harness.cli import parser
+from harness.results import pyplot, save_figure, table_header, table_row
+from harness.stats import precision_coverage
+from harness.workspaces import ingest_digits, scratch
 
 from flywheel.config import Settings
 from flywheel.cycle.runner import run_cycle
 from flywheel.learn.data import load_cycle_data
 from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
-from flywheel.learn.recipe import classifier_probs, pseudo_anchors, train_ssl_backbone
+from flywheel.learn.recipe import classifier_probs, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.select.outcome import pseudo_anchors
+from flywheel.store.ingest import SplitPlan
 from flywheel.workspace import open_workspace
 
 
-def curve(score: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-score, kind="stable")
-    hits = np.cumsum(correct[order])
-    n = np.arange(1, len(order) + 1)
-    return n / len(order), hits / n
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("docs/precision_coverage_cycle.png"))
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), learning={"seed": args.seed})
+def pipeline(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The real pipeline's state after the bootstrap and one selecting cycle: the newest
+    model's pool probabilities, the kNN class votes from the chosen embedding (anchors:
+    human labels + accepted pseudo-labels), and the pool's hidden truth."""
+    with scratch() as tmp:
+        settings = Settings(data_dir=tmp, learning={"seed": seed})
         ws = open_workspace(settings)
-        plan = SplitPlan(5, 0.3, args.seed)
-        ingest_candidates(ws.db, ws.blobs, digits_candidates(), "digits", settings.ingest, plan)
+        ingest_digits(ws, plan=SplitPlan(5, 0.3, seed))
         registry = ModelRegistry.from_settings(settings)
         for _ in range(2):
             run_cycle(ws, registry, settings.learning)
         data = load_cycle_data(ws.db, ws.blobs, None, 1)
-        ssl = train_ssl_backbone(data, settings.learning, Path(tmp) / "cache" / "ssl")
+        ssl = train_ssl_backbone(data, settings.learning, tmp / "cache" / "ssl")
         choice = choose_embedding(
             {"ssl": ssl.encoder},
             {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
             {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids},
             data.labeled.labels,
-            EmbeddingCache(Path(tmp) / "emb"),
+            EmbeddingCache(tmp / "emb"),
         )
         probs = classifier_probs(registry.load("challenger"), data.pool_images, 10)
         ws.close()
@@ -70,8 +63,17 @@ def main() -> None:
     votes = np.zeros((len(sims), 10))
     np.add.at(votes, (np.broadcast_to(rows, top.shape), labels[top]), w)
     votes /= votes.sum(1, keepdims=True)
+    return probs, votes, data.pool_truth
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--out", type=Path, default=Path("docs/precision_coverage_cycle.png"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    probs, votes, truth = pipeline(args.seed)
     pred = probs.argmax(1)
-    truth = data.pool_truth
     agree = pred == votes.argmax(1)
     scores = {
         "agreement (model x kNN, disputes last)": np.where(
@@ -80,19 +82,14 @@ def main() -> None:
         "softmax only (model max prob)": probs.max(1),
         "kNN vote only": votes.max(1),
     }
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    print("| score | precision @50% | @80% | @90% | @100% |\n|---|---:|---:|---:|---:|")
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2), dpi=110)
+    print(table_header(["score", "precision @50%", "@80%", "@90%", "@100%"], "lrrrr"))
     for name, score in scores.items():
         label_pred = pred if "kNN" not in name else votes.argmax(1)
-        cov, prec = curve(score, label_pred == truth)
+        cov, prec = precision_coverage(score, label_pred == truth)
         ax.plot(cov, prec, label=name)
         at = [prec[max(0, int(c * len(prec)) - 1)] for c in (0.5, 0.8, 0.9, 1.0)]
-        print(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in at) + " |")
+        print(table_row([name, *(f"{100 * a:.1f}" for a in at)]))
     ax.axhline(0.99, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("coverage (share of the pool accepted, most confident first)")
     ax.set_ylabel("precision against hidden truth")
@@ -101,8 +98,7 @@ def main() -> None:
     ax.legend(loc="lower left")
     ax.set_title("digits, 5 labels/class, after one selecting cycle")
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out)
+    save_figure(fig, args.out)
     print(f"wrote {args.out}")
 
 
