@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,8 +108,32 @@ class Database:
         self.engine.dispose()
 
 
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """Held by one process at a time per database: processes that start together (two
+    workers on a fresh data dir) migrate one after the other, never both at once."""
+    if engine.dialect.name == "postgresql":
+        key = zlib.crc32(b"flywheel.migrations")  # one advisory-lock id for this purpose
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield  # nothing another process could share
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def open_database(url: str, auto_migrate: bool = True, echo: bool = False) -> Database:
     engine = create_db_engine(url, echo=echo)
     if auto_migrate and current_revision(engine) != head_revision():
-        upgrade(engine)
+        with migration_lock(engine):
+            if current_revision(engine) != head_revision():  # another process may have
+                upgrade(engine)
     return Database(engine)

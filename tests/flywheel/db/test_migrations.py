@@ -115,3 +115,28 @@ def test_0006_gives_existing_samples_to_their_tenants(db_url: str) -> None:
         rows = set(conn.execute(text("SELECT sample_id, tenant FROM sample_access")))
     assert rows == {("s1", "shop"), ("s2", "kiosk"), ("s3", "shop")}
     engine.dispose()
+
+
+def _open_at_the_barrier(url: str, barrier, results) -> None:  # a spawned process
+    barrier.wait()
+    db = open_database(url)
+    results.put(current_revision(db.engine))
+    db.dispose()
+
+
+def test_processes_starting_together_migrate_one_at_a_time(db_url: str) -> None:
+    """Two workers started together on a fresh data dir: both open the database (one
+    migrates, the other waits for it and finds the schema at head)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [
+        ctx.Process(target=_open_at_the_barrier, args=(db_url, barrier, results)) for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert sorted(results.get(timeout=5) for _ in procs) == [head_revision()] * 3
