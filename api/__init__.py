@@ -1,1 +1,1 @@
-"""The HTTP service (FastAPI): a thin layer over ``flywheel`` (not built yet)."""
+"""The HTTP service (FastAPI): the ``/v1`` JSON API and the ``/ui`` pages, over ``flywheel``."""

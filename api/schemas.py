@@ -1,10 +1,17 @@
-"""Request and response bodies (pydantic): the OpenAPI document is built from these."""
+"""Request and response bodies (pydantic): the OpenAPI document is built from these.
+
+A response model declares each field once and is filled from the library's record with
+``model_validate(record, from_attributes=True)``; a field named otherwise in the record
+says so with ``validation_alias``, and a value the record does not hold (whether a feedback
+was a replay) is added with ``Extended``.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.db.models import FeedbackKind
@@ -21,6 +28,24 @@ UserId = Field(
     description="The end user who gave the feedback",
 )
 LabelField = Field(default=None, min_length=1, max_length=200, pattern=SAFE_TEXT)
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL; offsets share the bound
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+
+class Extended:
+    """A record as ``from_attributes`` reads it, with values it does not hold added."""
+
+    def __init__(self, record: object, **extra: object) -> None:
+        self._record = record
+        self._extra = extra
+
+    def __getattr__(self, name: str) -> Any:  # only names the wrapper itself lacks
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._extra:
+            return self._extra[name]
+        return getattr(self._record, name)
 
 
 class Strict(BaseModel):
@@ -33,7 +58,7 @@ class TopK(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    prediction_id: str
+    prediction_id: str = Field(validation_alias="id")
     sample_id: str
     label: str
     confidence: float
@@ -50,7 +75,7 @@ class FeedbackIn(Strict):
 
 
 class FeedbackOut(BaseModel):
-    feedback_id: str
+    feedback_id: str = Field(validation_alias="id")
     prediction_id: str
     kind: str
     label: str | None

@@ -1,12 +1,13 @@
-"""Request and response bodies of the sample, cycle, dataset, model, review and annotator routes."""
+"""Request and response bodies of the sample, cycle, dataset, model, review and annotator
+routes (filled from the library's records as ``api.schemas`` says)."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from api.schemas import SAFE_TEXT
 from flywheel.config import LearningSettings
@@ -24,6 +25,10 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+# A stored JSON object as an answer holds it: a copy, NaN and infinities as null.
+JsonObject = Annotated[dict[str, Any], BeforeValidator(lambda v: json_safe(dict(v or {})))]
 
 
 class Strict(BaseModel):
@@ -68,7 +73,7 @@ class IngestOut(BaseModel):
 
 
 class SampleOut(BaseModel):
-    sample_id: str
+    sample_id: str = Field(validation_alias="id")
     source: str
     split: str
     original_name: str | None
@@ -108,14 +113,19 @@ class CycleOut(BaseModel):
     message: str | None = Field(None, description="what the current step is doing")
     trigger: str | None = Field(None, description="manual, schedule or feedback")
     worker: str | None = Field(None, description="the step and worker running it")
-    params: dict[str, Any]
-    metrics: dict[str, Any]
+    params: JsonObject
+    metrics: JsonObject
     error: str | None
     dataset_version_in: str | None
     dataset_version_out: str | None
     mlflow_run_id: str | None
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _clamp(cls, value: float | None) -> float:
+        return min(max(value or 0.0, 0.0), 1.0)  # a row may hold none yet, or overshoot
 
 
 class CyclePage(BaseModel):
@@ -159,6 +169,11 @@ class DiffCounts(BaseModel):
     relabeled: int
     reattributed: int
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> Any:
+        return getattr(value, "num_rows", value)  # read from a VersionDiff: its tables' rows
+
 
 class DiffOut(BaseModel):
     a: str
@@ -198,7 +213,7 @@ class ReviewOut(BaseModel):
     reason: str
     proposed_label: str | None
     score: float
-    evidence: dict[str, Any]
+    evidence: JsonObject
     state: str
     decided_label: str | None
     reviewer: str | None

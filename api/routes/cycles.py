@@ -4,43 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.schemas_engineer import CycleAccepted, CycleIn, CycleOut, CyclePage, json_safe
+from api.schemas import MAX_ID, Limit, Offset
+from api.schemas_engineer import CycleAccepted, CycleIn, CycleOut, CyclePage
 from flywheel.config import LearningSettings
 from flywheel.db import Cycle
 from flywheel.errors import ConflictError, InvalidInputError, NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["cycles"])
 
-MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown cycle id"}}
-
-
-def cycle_out(c: Cycle) -> CycleOut:
-    return CycleOut(
-        id=c.id,
-        state=c.state,
-        step=c.step,
-        progress=min(max(c.progress or 0.0, 0.0), 1.0),
-        message=c.message,
-        trigger=c.trigger,
-        worker=c.worker,
-        params=json_safe(dict(c.params or {})),
-        metrics=json_safe(dict(c.metrics or {})),
-        error=c.error,
-        dataset_version_in=c.dataset_version_in,
-        dataset_version_out=c.dataset_version_out,
-        mlflow_run_id=c.mlflow_run_id,
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-    )
 
 
 @router.post(
@@ -90,7 +68,7 @@ def list_cycles(ctx: Context, key: EngineerKey, limit: Limit = 50, offset: Offse
     with ctx.ws.db.session() as s:
         total = s.scalar(select(func.count()).select_from(Cycle)) or 0
         rows = s.scalars(select(Cycle).order_by(Cycle.id.desc()).limit(limit).offset(offset))
-        items = [cycle_out(c) for c in rows]
+        items = [CycleOut.model_validate(c, from_attributes=True) for c in rows]
     return CyclePage(items=items, total=int(total), limit=limit, offset=offset)
 
 
@@ -105,4 +83,4 @@ def get_cycle(
         row = s.get(Cycle, cycle_id)
         if row is None:
             raise NotFoundError(f"no cycle {cycle_id}")
-        return cycle_out(row)
+        return CycleOut.model_validate(row, from_attributes=True)

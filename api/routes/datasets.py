@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.schemas_engineer import DiffCounts, DiffOut, DiffRow, VersionOut, VersionPage
-from flywheel.datasets.versions import VersionInfo
+from api.schemas import Extended, Limit, Offset
+from api.schemas_engineer import DiffOut, VersionOut, VersionPage
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -25,23 +25,18 @@ UNREADABLE = {
 }
 
 
-def version_out(v: VersionInfo) -> VersionOut:
-    return VersionOut.model_validate(v, from_attributes=True)  # the same fields
-
-
 @router.get("/versions", response_model=VersionPage, responses=COMMON_RESPONSES)
 def list_versions(
     ctx: Context,
     key: EngineerKey,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> VersionPage:
     """Dataset versions, newest first, with per-class and per-source counts."""
     versions = ctx.ws.versions.list()[::-1]
     page = versions[offset : offset + limit]
-    return VersionPage(
-        items=[version_out(v) for v in page], total=len(versions), limit=limit, offset=offset
-    )
+    items = [VersionOut.model_validate(v, from_attributes=True) for v in page]
+    return VersionPage(items=items, total=len(versions), limit=limit, offset=offset)
 
 
 @router.get(
@@ -49,7 +44,7 @@ def list_versions(
 )
 def get_version(ref: Ref, ctx: Context, key: EngineerKey) -> VersionOut:
     """One version (an ambiguous prefix is a 422)."""
-    return version_out(ctx.ws.versions.resolve(ref))
+    return VersionOut.model_validate(ctx.ws.versions.resolve(ref), from_attributes=True)
 
 
 @router.get(
@@ -63,14 +58,5 @@ def diff(
 ) -> DiffOut:
     """What changed from version `a` to version `b`: counts per change, class and source."""
     d = ctx.ws.versions.diff(a, b)
-    return DiffOut(
-        a=d.a,
-        b=d.b,
-        counts=DiffCounts(
-            added=d.added.num_rows,
-            removed=d.removed.num_rows,
-            relabeled=d.relabeled.num_rows,
-            reattributed=d.reattributed.num_rows,
-        ),
-        summary=[DiffRow(**row) for row in d.summary()],
-    )
+    # The counts read d's tables; the summary is one row per (change, class, source).
+    return DiffOut.model_validate(Extended(d, counts=d, summary=d.summary()), from_attributes=True)

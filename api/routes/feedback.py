@@ -13,6 +13,7 @@ from api.errors import COMMON_RESPONSES, ErrorResponse, status_for
 from api.schemas import (
     SAFE_TEXT,
     ErrorInfo,
+    Extended,
     FeedbackBatchIn,
     FeedbackBatchOut,
     FeedbackBatchResult,
@@ -38,15 +39,7 @@ IdempotencyKey = Annotated[
 
 
 def feedback_out(r: FeedbackRecord, replayed: bool) -> FeedbackOut:
-    return FeedbackOut(
-        feedback_id=r.id,
-        prediction_id=r.prediction_id,
-        kind=r.kind,
-        label=r.label,
-        user_id=r.user_id,
-        created_at=r.created_at,
-        replayed=replayed,
-    )
+    return FeedbackOut.model_validate(Extended(r, replayed=replayed), from_attributes=True)
 
 
 def _request(item: FeedbackIn, key: KeyInfo, idem: str | None) -> FeedbackRequest:

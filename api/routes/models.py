@@ -8,9 +8,10 @@ from fastapi import APIRouter, Body, Path
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
+from api.schemas import Extended
 from api.schemas_engineer import ModelList, ModelOut, PromoteIn
 from flywheel.errors import ConflictError, InvalidInputError
-from flywheel.learn.registry import ModelVersion
+from flywheel.learn.registry import CHAMPION, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -19,13 +20,8 @@ VERSION_PATTERN = "^([0-9]{1,9}|[A-Za-z][A-Za-z0-9_-]{0,63})$"
 
 
 def model_out(m: ModelVersion, champion: str | None) -> ModelOut:
-    return ModelOut(
-        version=m.version,
-        run_id=m.run_id,
-        aliases=list(m.aliases),
-        tags=m.tags,
-        created_at=m.created_at,
-        is_champion=m.version == champion,
+    return ModelOut.model_validate(
+        Extended(m, is_champion=m.version == champion), from_attributes=True
     )
 
 
@@ -33,7 +29,7 @@ def model_out(m: ModelVersion, champion: str | None) -> ModelOut:
 def list_models(ctx: Context, key: EngineerKey) -> ModelList:
     """Registered model versions (newest first) with their aliases and tags."""
     versions = ctx.registry.versions()
-    champion = next((m.version for m in versions if "champion" in m.aliases), None)
+    champion = next((m.version for m in versions if CHAMPION in m.aliases), None)
     return ModelList(
         champion=champion, versions=[model_out(m, champion) for m in reversed(versions)]
     )

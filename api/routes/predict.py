@@ -9,24 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import AnyKey, Context
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.schemas import PredictionOut, TopK
+from api.schemas import PredictionOut
 from flywheel.errors import InvalidInputError
 from flywheel.serve.sample_access import grant, visible_sample
 from flywheel.serve.serving import PredictionRecord, predict_sample, store_input
 
 router = APIRouter(prefix="/v1", tags=["predict"])
-
-
-def prediction_out(p: PredictionRecord) -> PredictionOut:
-    return PredictionOut(
-        prediction_id=p.id,
-        sample_id=p.sample_id,
-        label=p.label,
-        confidence=p.confidence,
-        top_k=[TopK(label=str(t["label"]), probability=float(t["probability"])) for t in p.top_k],
-        model_version=p.model_version,
-        created_at=p.created_at,
-    )
 
 
 @router.post(
@@ -72,4 +60,4 @@ async def predict(
 
     record = await run_in_threadpool(work)
     ctx.metrics.predictions.labels(record.model_version).inc()
-    return prediction_out(record)
+    return PredictionOut.model_validate(record, from_attributes=True)

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.routes.cycles import Limit, Offset
 from api.routes.samples import SampleId
+from api.schemas import Limit, Offset
 from api.schemas_engineer import QuarantinedOut, QuarantinePage
 from flywheel.store import quarantine
 

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
-from api.schemas import SAFE_TEXT
-from api.schemas_engineer import ReviewDecisionIn, ReviewOut, ReviewPage, json_safe
+from api.schemas import MAX_ID, SAFE_TEXT, Limit, Offset
+from api.schemas_engineer import ReviewDecisionIn, ReviewOut, ReviewPage
 from flywheel.db.models import ReviewState
-from flywheel.feedback.review import ReviewRecord, decide_review, list_review
+from flywheel.feedback.review import decide_review, list_review
 from flywheel.serve.api_keys import KeyInfo
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
-
-MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
-
-
-def review_out(r: ReviewRecord) -> ReviewOut:
-    return ReviewOut.model_validate({**asdict(r), "evidence": json_safe(r.evidence)})
 
 
 def default_reviewer(key: KeyInfo) -> str:
@@ -39,8 +32,8 @@ def list_items(
         str | None,
         Query(min_length=1, max_length=200, pattern=SAFE_TEXT, description="The proposed label"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     order: Annotated[
         Literal["queued", "helpful"],
         Query(description="queued: oldest first; helpful: most worth a reviewer's time first"),
@@ -49,12 +42,7 @@ def list_items(
     """Review items of one state (default open) with the total count, oldest first or
     most helpful first (conflicts and audit items, then the least certain, classes in turn)."""
     page = list_review(ctx.ws.db, state, label, limit, offset, order)
-    return ReviewPage(
-        items=[review_out(r) for r in page.items],
-        total=page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return ReviewPage.model_validate(page, from_attributes=True)
 
 
 @router.post(
@@ -86,4 +74,4 @@ def decide(
         body.label,
         ctx.labels(),
     )
-    return review_out(record)
+    return ReviewOut.model_validate(record, from_attributes=True)

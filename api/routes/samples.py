@@ -13,20 +13,15 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from api.auth import AnyKey, Context
 from api.context import ApiContext
 from api.errors import COMMON_RESPONSES, ErrorResponse, error_response
-from api.schemas import SAFE_TEXT
-from api.schemas_engineer import IngestOut, Rejected, SampleOut, SampleUrisIn
+from api.schemas import SAFE_TEXT, Extended
+from api.schemas_engineer import IngestOut, SampleOut, SampleUrisIn
 from flywheel.db import Sample
 from flywheel.db.models import Split
 from flywheel.errors import ForbiddenError, InvalidInputError
 from flywheel.serve.api_keys import KeyInfo
 from flywheel.serve.sample_access import grant, visible_sample
-from flywheel.store.ingest import (
-    Candidate,
-    IngestReport,
-    SplitPlan,
-    ingest_candidates,
-    prefetched_candidates,
-)
+from flywheel.store.ingest import Candidate, IngestReport, SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import prefetched_candidates
 from flywheel.store.remote_reads import ReadFailed
 from flywheel.store.remote_sources import RemoteObject, UriRefused
 from flywheel.text import replace_unsafe
@@ -77,7 +72,7 @@ def _ingest(ctx: Context, key: KeyInfo, candidates: list[Candidate]) -> IngestOu
     )
     # Duplicates too: this tenant sent (or points at) those bytes, so it may read them back.
     grant(ctx.ws.db, report.sample_ids + report.duplicate_ids, key.tenant)
-    rejected = [Rejected(name=r.name, reason=r.reason) for r in report.rejected]
+    out = IngestOut.model_validate(report, from_attributes=True)
     if report.added == 0 and not report.duplicates:
         # Every input was refused (and so nothing was written): the request failed.
         none_images = all(r.not_an_image for r in report.rejected)
@@ -85,15 +80,10 @@ def _ingest(ctx: Context, key: KeyInfo, candidates: list[Candidate]) -> IngestOu
         return error_response(
             status,
             code,
-            f"all {len(rejected)} inputs were rejected; first: {rejected[0].reason}",
-            [r.model_dump() for r in rejected],
+            f"all {len(out.rejected)} inputs were rejected; first: {out.rejected[0].reason}",
+            [r.model_dump() for r in out.rejected],
         )
-    return IngestOut(
-        added=report.added,
-        duplicates=report.duplicates,
-        rejected=rejected,
-        sample_ids=report.sample_ids,
-    )
+    return out
 
 
 def _check(ctx: Context, key: KeyInfo, count: int, sets_label_or_split: bool) -> None:
@@ -224,18 +214,8 @@ def _media_type(fmt: str) -> str:
 def get_sample(sample_id: SampleId, ctx: Context, key: AnyKey) -> SampleOut:
     """A stored sample's metadata (a sample this key's tenant sent; any, for engineers)."""
     row = _sample(ctx, key, sample_id)
-    return SampleOut(
-        sample_id=row.id,
-        source=row.source,
-        split=row.split,
-        original_name=row.original_name,
-        format=row.format,
-        media_type=_media_type(row.format),
-        width=row.width,
-        height=row.height,
-        size_bytes=row.size_bytes,
-        created_at=row.created_at,
-    )
+    media_type = _media_type(row.format)
+    return SampleOut.model_validate(Extended(row, media_type=media_type), from_attributes=True)
 
 
 @router.get(

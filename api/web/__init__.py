@@ -17,9 +17,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def install(app: FastAPI) -> None:
-    from api.web.routes import router  # templates load at import: only for apps that serve
+    from api.web import login, routes  # templates load at import: only for apps that serve
 
-    app.include_router(router)
+    app.include_router(login.router)
+    app.include_router(routes.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_exception_handler(CsrfRejected, on_csrf_rejected)

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from api.web.queries import CycleRow
+from flywheel.db.models import CycleState, LabelSource
 
 SOURCE_COLORS = {
-    "seed": "#4c72b0",
-    "human": "#55a868",
-    "feedback": "#dd8452",
-    "pseudo": "#8172b3",
+    LabelSource.SEED: "#4c72b0",
+    LabelSource.HUMAN: "#55a868",
+    LabelSource.FEEDBACK: "#dd8452",
+    LabelSource.PSEUDO: "#8172b3",
 }
 
 
@@ -39,7 +40,7 @@ def cycles_chart_png(rows: Sequence[CycleRow]) -> bytes:
     else:
         acc = [_value(r, "test_accuracy") for r in done]
         quality.plot(ids, acc, "-", color="#333", lw=1, zorder=1)
-        promoted = [r.state == "promoted" for r in done]
+        promoted = [r.state == CycleState.PROMOTED for r in done]
         quality.scatter(
             [i for i, p in zip(ids, promoted, strict=True) if p],
             [a for a, p in zip(acc, promoted, strict=True) if p],

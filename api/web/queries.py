@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from flywheel.datasets.versions import VersionInfo
 from flywheel.db import Cycle, Database, DatasetVersion, Label, ReviewItem
+from flywheel.db.labels import is_current
 from flywheel.db.models import ReviewState
 
 
@@ -90,20 +91,15 @@ def versions_page(db: Database, limit: int, offset: int) -> tuple[list[VersionIn
 
 
 def current_labels(db: Database, sample_ids: Collection[str]) -> dict[str, tuple[str, str]]:
-    """sample id -> (label, source) of its newest label, for the given samples only;
-    samples without one (or whose newest row is a retraction) are left out."""
+    """sample id -> (label, source) of its current label (the library's rule: its newest
+    row, unless a retraction), for the given samples only; samples without one are left out."""
     if not sample_ids:
         return {}
-    ids = sorted(set(sample_ids))
-    newest = (
-        select(func.max(Label.id)).where(Label.sample_id.in_(ids)).group_by(Label.sample_id)
-    ).scalar_subquery()
+    query = select(Label.sample_id, Label.label, Label.source).where(
+        is_current(sorted(set(sample_ids)))
+    )
     with db.session() as s:
-        rows = s.execute(
-            select(Label.sample_id, Label.label, Label.source).where(
-                Label.id.in_(newest), Label.retracted.is_(False)
-            )
-        ).all()
+        rows = s.execute(query).all()
     return {sid: (label, source) for sid, label, source in rows}
 
 

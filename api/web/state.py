@@ -1,4 +1,5 @@
-"""What the web UI keeps between requests: the cookie signer and its caches.
+"""What the web UI keeps between requests: the cookie signer and its caches, and the
+cached insights pages show (``insight``: a value, how old it is, or why there is none).
 
 Pages must stay fast on a large pool, so anything that reads a whole table or fits a model
 (label audit, annotator statistics, drift, charts, diffs, thumbnails) is computed once per
@@ -134,6 +135,34 @@ class Memo:
 
     def forget(self, name: str) -> None:
         self._values.pop(name, None)
+
+
+@dataclass
+class Insight:
+    """A cached result or why there is none."""
+
+    value: Any = None
+    computed_at: Any = None
+    error: str | None = None  # computing it failed
+    refreshing: bool = False  # an outdated value, while the new one is computed
+
+
+def insight(
+    memo: Memo,
+    name: str,
+    signature: Hashable,
+    compute: Callable[[], Any],
+    ttl_s: float | None,
+    force: bool = False,
+    stale_ok: bool = True,
+) -> Insight:
+    """``compute()``'s value through ``memo``; a failure is shown on the page, not raised."""
+    try:
+        done: Computed[Any] = memo.get(name, signature, compute, ttl_s, force, stale_ok)
+    except Exception as exc:  # an insight that fails must not take the page down
+        log.exception("computing %s failed", name)
+        return Insight(error=f"{type(exc).__name__}: {exc}")
+    return Insight(done.value, done.at, refreshing=done.stale)
 
 
 class WebState:

@@ -18,7 +18,8 @@ from flywheel.cycle.lease import current
 from flywheel.cycle.runner import queue_cycle
 from flywheel.db import Cycle, Feedback
 from flywheel.errors import ConflictError
-from flywheel.insights.drift import DriftReport, measure_drift
+from flywheel.insights import drift
+from flywheel.insights.drift import DriftReport
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace
 
@@ -63,7 +64,7 @@ def check_drift_and_trigger(
     ``"drift"``) through ``start``, by default queued for the workers without relaying. The
     cycle id is None when none started, also when another cycle is running (the next check
     tries again)."""
-    report = measure_drift(ws, registry, settings.drift)
+    report = drift.measure_drift(ws, registry, settings.drift)
     if report is None or not report.drifted or not settings.drift.trigger_cycle:
         return report, None
     if start is None:

@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from flywheel.config import Settings
 from flywheel.serve.api_keys import create_key
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace, open_workspace
 
 CLASSES = [str(d) for d in range(10)]

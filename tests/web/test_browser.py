@@ -32,7 +32,8 @@ from flywheel.cycle.runner import run_cycle
 from flywheel.db import GroundTruth, Label
 from flywheel.learn.registry import ModelRegistry
 from flywheel.serve.api_keys import create_key
-from flywheel.store.ingest import SplitPlan, digits_candidates, ingest_candidates
+from flywheel.store.ingest import SplitPlan, ingest_candidates
+from flywheel.store.ingest_sources import digits_candidates
 from flywheel.workspace import Workspace, open_workspace
 from tests.api.conftest import serve_in_thread
 

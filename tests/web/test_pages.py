@@ -14,8 +14,9 @@ from PIL import Image
 from sqlalchemy import select
 
 from api.app import create_app
+from api.web.pages.model_cards import champion_version, run_link
+from api.web.pages.review import label_shortcuts
 from api.web.session import COOKIE, SECRET_FILE, SessionSigner
-from api.web.views import champion_version, label_shortcuts, run_link
 from flywheel.config import Settings
 from flywheel.db import ReviewItem, Sample
 from flywheel.serve.api_keys import revoke_key
