@@ -103,6 +103,7 @@ def trace_cycle(data_dir: Path) -> dict[str, Any]:
         "call_back_sites": len(backs),
         "most_entered": into.most_common(4),
         "most_called_back": back_into.most_common(4),
+        "call_backs": sorted(f"{a} -> {b}" for a, b in backs),
     }
 
 
@@ -133,11 +134,14 @@ def main() -> None:
         print(json.dumps(trace_cycle(args.child)))
         return
     rows = [measure(t.resolve()) for t in args.tree or [Path(__file__).resolve().parents[1]]]
-    keys = [k for k in rows[0] if k != "tree"]
+    keys = [k for k in rows[0] if k not in ("tree", "call_backs")]
     print("| | " + " | ".join(r["tree"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for k in keys:
         print(f"| {k} | " + " | ".join(str(r[k]) for r in rows) + " |")
+    for r in rows:
+        print(f"\ncall-back sites in {r['tree']}:")
+        print("\n".join(f"  {edge}" for edge in r["call_backs"]))
 
 
 if __name__ == "__main__":
