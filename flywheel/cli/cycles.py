@@ -49,7 +49,7 @@ def cycle_table(results: list[CycleResult]) -> Table:
             fmt(m.get("pseudo_coverage")),
             fmt(m["test_accuracy"]),
             f"[green]promoted v{r.model_version}[/]"
-            if r.state == "promoted"
+            if r.state == CycleState.PROMOTED
             else "[yellow]rejected[/]",
         )
     return table
