@@ -21,7 +21,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-STEPS = ("consensus", "select", "train", "finish")
+from flywheel.cycle.state import STEPS
+
 LOG_ENV = "BENCH_CYCLE_LOG"
 
 
