@@ -85,8 +85,8 @@ def write_selection(
             counts["review"] += 1
     with ws.db.session() as s:
         if summary is not None:
-            # A second writer (a duplicate delivery racing this one) finds the marker.
-            # Or both racers read "no selection" and both write.
+            # A second writer (a duplicate delivery racing this one) finds the marker; the
+            # lock keeps both racers from reading "no selection" and both writing.
             ws.db.lock_for_write(s, "cycles")
             cycle = s.get(Cycle, cycle_id, with_for_update=True)
             if cycle is not None and "selection" in (cycle.outputs or {}):
