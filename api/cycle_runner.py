@@ -21,7 +21,7 @@ from flywheel.cycle.guard import holder_id
 from flywheel.cycle.lease import current
 from flywheel.cycle.runner import claim_cycle, queue_cycle, run_cycle
 from flywheel.cycle.triggers import Every, check_drift_and_trigger, check_feedback_and_trigger
-from flywheel.db.models import CycleState
+from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import ConflictError
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace
@@ -104,7 +104,7 @@ class CycleRunner:
         with self._lock:
             return self._active
 
-    def submit(self, learning: LearningSettings, trigger: str = "manual") -> int:
+    def submit(self, learning: LearningSettings, trigger: str = CycleTrigger.MANUAL) -> int:
         """Record a queued cycle and start it; ConflictError while another one runs."""
         with self._lock:
             if self._closed:
@@ -189,7 +189,7 @@ class BrokerCycleRunner:
         lease = current(self.ws.db)
         return lease.cycle_id if lease else None
 
-    def submit(self, learning: LearningSettings, trigger: str = "manual") -> int:
+    def submit(self, learning: LearningSettings, trigger: str = CycleTrigger.MANUAL) -> int:
         if self._closed:
             raise ConflictError("the server is shutting down: no new cycles")
         cycle_id, _ = queue_cycle(self.ws, self.settings, trigger, publish=None)

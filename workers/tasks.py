@@ -41,7 +41,8 @@ from flywheel.cycle.steps.consensus import run_consensus_step
 from flywheel.cycle.steps.finish import run_finish_step
 from flywheel.cycle.steps.select import run_select_step
 from flywheel.cycle.steps.train import run_train_step
-from flywheel.cycle.triggers import SCHEDULE, check_drift_and_trigger, check_feedback_and_trigger
+from flywheel.cycle.triggers import check_drift_and_trigger, check_feedback_and_trigger
+from flywheel.db.models import CycleTrigger
 from flywheel.errors import ConflictError
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace, open_workspace
@@ -213,7 +214,7 @@ def scheduled_cycle(self: Task) -> dict[str, Any]:
     settings = _settings(self)
     ws, _ = _open(settings)
     try:
-        cycle_id, _ = queue_cycle(ws, settings, SCHEDULE, publish)
+        cycle_id, _ = queue_cycle(ws, settings, CycleTrigger.SCHEDULE, publish)
     except ConflictError as exc:
         log.info("scheduled cycle skipped: %s", exc)
         return {"cycle_id": None, "skipped": str(exc)}

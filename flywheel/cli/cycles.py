@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from flywheel.cli.common import console, err_console, fmt, registry_for, workspace
 from flywheel.db import Cycle
-from flywheel.db.models import CycleState
+from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.workspace import Workspace
 
@@ -98,7 +98,7 @@ def queue_cycle(ws: Workspace) -> int:
     from workers.tasks import publish
 
     create_celery(ws.settings)
-    cycle_id, report = runner.queue_cycle(ws, ws.settings, "manual", publish)
+    cycle_id, report = runner.queue_cycle(ws, ws.settings, CycleTrigger.MANUAL, publish)
     if report is not None and report.failed:
         err_console.print(
             "[yellow]broker unreachable:[/] the cycle waits in the database until it is back"

@@ -28,7 +28,7 @@ from flywheel.cycle.lease import DEFAULT_NAME, acquire, current, hand_over, rele
 from flywheel.cycle.outbox import enqueue
 from flywheel.cycle.state import queued_cycle
 from flywheel.db import Cycle
-from flywheel.db.models import CycleState
+from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import ConflictError, FlywheelError
 from flywheel.workspace import Workspace
 
@@ -52,7 +52,7 @@ def request_cycle(
     ws: Workspace,
     learning: LearningSettings,
     cycles: CycleSettings,
-    trigger: str = "manual",
+    trigger: str = CycleTrigger.MANUAL,
 ) -> int:
     """Queue a cycle for the workers; ConflictError (naming it) while another one runs."""
     temporary = holder_id("request")

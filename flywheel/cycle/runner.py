@@ -26,6 +26,7 @@ from flywheel.cycle.steps.consensus import run_consensus_step
 from flywheel.cycle.steps.finish import run_finish_step
 from flywheel.cycle.steps.select import run_select_step
 from flywheel.cycle.steps.train import run_train_step
+from flywheel.db.models import CycleTrigger
 from flywheel.learn.registry import ModelRegistry
 from flywheel.workspace import Workspace
 
@@ -54,7 +55,7 @@ def run_cycle(
 
 @contextmanager
 def claim_cycle(
-    ws: Workspace, learning: LearningSettings, holder: str, trigger: str = "manual"
+    ws: Workspace, learning: LearningSettings, holder: str, trigger: str = CycleTrigger.MANUAL
 ) -> Iterator[int]:
     """Hold the project's cycle lock and queue a cycle to run here; yields its id.
 

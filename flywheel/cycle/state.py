@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from flywheel.config import LearningSettings
 from flywheel.db import Cycle
-from flywheel.db.models import CycleState
+from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import NotFoundError
 from flywheel.learn.data import CycleData, ModelInput, load_cycle_data
 from flywheel.learn.gate import GateDecision
@@ -40,7 +40,9 @@ class CycleResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def start_cycle(ws: Workspace, learning: LearningSettings, trigger: str = "manual") -> int:
+def start_cycle(
+    ws: Workspace, learning: LearningSettings, trigger: str = CycleTrigger.MANUAL
+) -> int:
     """A queued cycle, to run here; its id."""
     with ws.db.session() as s:
         cycle = queued_cycle(learning, trigger)

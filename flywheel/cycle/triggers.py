@@ -17,6 +17,7 @@ from flywheel.config import Settings
 from flywheel.cycle.lease import current
 from flywheel.cycle.runner import queue_cycle
 from flywheel.db import Cycle, Feedback
+from flywheel.db.models import CycleTrigger
 from flywheel.errors import ConflictError
 from flywheel.insights import drift
 from flywheel.insights.drift import DriftReport
@@ -25,11 +26,6 @@ from flywheel.workspace import Workspace
 
 # Starts a cycle with this trigger and returns its id; ConflictError while another runs.
 Start = Callable[[str], int]
-
-FEEDBACK = "feedback"
-DRIFT = "drift"
-SCHEDULE = "schedule"
-MANUAL = "manual"
 
 
 def feedback_since_last_cycle(ws: Workspace) -> int:
@@ -54,7 +50,7 @@ def check_feedback_and_trigger(ws: Workspace, settings: Settings, start: Start) 
     items arrived; its id, or None when not due or another cycle started first."""
     if not feedback_trigger_due(ws, settings.triggers.feedback_count):
         return None
-    return _started(start, FEEDBACK)
+    return _started(start, CycleTrigger.FEEDBACK)
 
 
 def check_drift_and_trigger(
@@ -68,8 +64,10 @@ def check_drift_and_trigger(
     if report is None or not report.drifted or not settings.drift.trigger_cycle:
         return report, None
     if start is None:
-        return report, _started(lambda trigger: queue_cycle(ws, settings, trigger, None)[0], DRIFT)
-    return report, _started(start, DRIFT)
+        return report, _started(
+            lambda trigger: queue_cycle(ws, settings, trigger, None)[0], CycleTrigger.DRIFT
+        )
+    return report, _started(start, CycleTrigger.DRIFT)
 
 
 def _started(start: Start, trigger: str) -> int | None:

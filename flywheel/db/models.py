@@ -56,6 +56,15 @@ class LabelSource(enum.StrEnum):
     PSEUDO = "pseudo"
 
 
+class CycleTrigger(enum.StrEnum):
+    """What started a cycle (``Cycle.trigger``)."""
+
+    MANUAL = "manual"  # an engineer: the CLI or POST /v1/cycles
+    SCHEDULE = "schedule"  # beat's cron or interval
+    FEEDBACK = "feedback"  # enough new feedback since the last cycle
+    DRIFT = "drift"  # production inputs drifted from the training set
+
+
 class FeedbackKind(enum.StrEnum):
     CONFIRM = "confirm"
     CORRECT = "correct"
