@@ -4,8 +4,8 @@ Protocol: sklearn digits as the project stores them (uint8 = round(x * 255 / 16)
 stratified test split (random_state=seed), the rest is the pool; N labels per class drawn
 from the pool with the same seed. Per seed:
 
-1. self-supervised training on the whole pool (``flywheel.learn.ssl.train_ssl``), cached through
-   its own checkpoint directory, so a rerun costs nothing;
+1. self-supervised training on the whole pool (``flywheel.learn.ssl.loop.train_ssl``),
+   cached through its own checkpoint directory, so a rerun costs nothing;
 2. the embedding report: kNN quality of SSL features vs raw pixels vs PCA;
 3. per labels-per-class: cycle 0 trains on the labels only; each later cycle embeds the
    pool, selects pseudo-labels with an in-script stand-in for ``flywheel.select.calibrated``
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import tempfile
 import time
@@ -41,9 +40,10 @@ from harness.results import write_json
 from sklearn.decomposition import PCA
 from torch import nn
 
+from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import AugmentConfig
 from flywheel.learn.ssl.embed import embed
-from flywheel.learn.ssl.loop import SSLConfig, train_ssl
+from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, train_ssl
 from flywheel.learn.training import TrainConfig, evaluate, train_classifier
 
 DIGIT_STRONG = AugmentConfig.for_digits("strong")
@@ -112,7 +112,7 @@ def select(
 
 
 def ssl_backbone(pool: np.ndarray, cfg: SSLConfig, cache: Path, seed: int) -> tuple:
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()
+    key = fingerprint("bench-ssl", SSL_VERSION, json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     t = time.time()
     res = train_ssl(pool, cfg, cache / f"ssl_seed{seed}_{key[:12]}")
     # Only epochs actually run here cost time; a finished checkpoint is just loaded.

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from flywheel.db import Label, ReviewItem, Sample
+from flywheel.db.models import ReviewReason
 from flywheel.workspace import Workspace
 
 POOL = 100_000
@@ -35,7 +36,7 @@ def open_review_items(ws: Workspace, labels: list[str]) -> None:
             ReviewItem(
                 sample_id=sid,
                 cycle_id=None,
-                reason="uncertain",
+                reason=ReviewReason.UNCERTAIN.value,
                 proposed_label=label,
                 score=0.3 + 0.01 * n,
                 evidence={**evidence, "neighbors": neighbours},
@@ -73,7 +74,7 @@ def _review_items() -> Iterator[dict[str, Any]]:
         near = [[_row_id(POOL - k - n % 50), 0.9] for k in range(8)]
         yield {
             "sample_id": _row_id(n),
-            "reason": "uncertain",
+            "reason": ReviewReason.UNCERTAIN.value,
             "proposed_label": str(n % 10),
             "score": (n % 997) / 997,
             "evidence": {"classifier_prob": 0.5, "neighbors": near},

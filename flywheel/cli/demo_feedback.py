@@ -15,7 +15,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from flywheel.cli.common import console, fmt
-from flywheel.db import GroundTruth, Label
+from flywheel.db import GroundTruth
+from flywheel.db.labels import current_labels_query
 from flywheel.db.models import FeedbackKind, LabelSource
 from flywheel.feedback.consensus import annotator_id, annotator_report, resolve_feedback
 from flywheel.feedback.review import label_set
@@ -62,11 +63,7 @@ def simulate_feedback(
     written = sum(1 for o in outcomes if o.record is not None)
     report = resolve_feedback(ws.db, ws.settings.consensus)
     with ws.db.session() as s:
-        feedback_labels = s.scalars(
-            select(Label).where(
-                Label.source == LabelSource.FEEDBACK.value, Label.retracted.is_(False)
-            )
-        ).all()
+        feedback_labels = s.scalars(current_labels_query(sources=[LabelSource.FEEDBACK])).all()
         correct = sum(1 for lab in feedback_labels if truth.get(lab.sample_id) == lab.label)
     return FeedbackDemo(
         n_predictions, written, report.labels_written, correct, report.review_opened
