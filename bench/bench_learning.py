@@ -22,21 +22,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from harness import wheel
 from harness.cli import add_out, add_seeds, parser
-from harness.digits import digits_uint8, draw_labels, png_bytes, pool_test_split
+from harness.digits import NUM_CLASSES, digits_uint8, draw_labels, pool_test_split
 from harness.results import markdown_table, read_json, write_json
 from harness.stats import Stopwatch
-from harness.workspaces import scratch
-from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+from sklearn.semi_supervised import SelfTrainingClassifier
 from sklearn.svm import SVC
 
-from flywheel.config import LearningSettings, Settings
-from flywheel.cycle.runner import run_cycle
-from flywheel.learn.recipe import augmentations, classifier_probs
-from flywheel.learn.registry import ModelRegistry
-from flywheel.learn.training import TrainConfig, train_classifier
-from flywheel.store.ingest import Candidate, ingest_candidates
-from flywheel.workspace import open_workspace
+from flywheel.config import LearningSettings
 
 
 def split(seed: int, labels_per_class: int) -> dict[str, np.ndarray]:
@@ -48,51 +42,15 @@ def split(seed: int, labels_per_class: int) -> dict[str, np.ndarray]:
 
 
 def run_flywheel(s: dict[str, np.ndarray], learning: LearningSettings, cycles: int) -> dict:
-    images, y = s["images"], s["y"]
-    cands = [
-        Candidate(f"{split_name}/{i}", lambda i=i: png_bytes(images[i]), str(y[i]), split_name)
-        for split_name, key in (("train", "labeled"), ("test", "test"), ("pool", "pool"))
-        for i in s[key]
-    ]
-    with scratch() as tmp:
-        settings = Settings(data_dir=tmp, learning=learning)
-        ws = open_workspace(settings)
-        ingest_candidates(ws.db, ws.blobs, cands, "digits", settings.ingest)
-        ws.versions.snapshot("seed")
-        registry = ModelRegistry.from_settings(settings)
-        per_cycle = []
-        for _ in range(cycles):
-            r = run_cycle(ws, registry, learning)
-            per_cycle.append(
-                {
-                    "test_accuracy": r.metrics["test_accuracy"],
-                    "pseudo_precision": r.metrics["pseudo_precision"],
-                    "pseudo_coverage": r.metrics["pseudo_coverage"],
-                    "promoted": r.state == "promoted",
-                    "embedding": r.metrics["embedding"],
-                }
-            )
-        ws.close()
-    # The champion serves predictions: the last model the gate promoted (the first always is).
-    champion = [c for c in per_cycle if c["promoted"]][-1]
-    return {"champion_accuracy": champion["test_accuracy"], "cycles": per_cycle}
+    parts = {"train": s["labeled"], "test": s["test"], "pool": s["pool"]}
+    classes = tuple(str(c) for c in range(NUM_CLASSES))
+    return wheel.run_flywheel(s["images"], s["y"], classes, parts, learning, cycles)
 
 
 def run_supervised(s: dict[str, np.ndarray], learning: LearningSettings) -> float:
-    weak, strong = augmentations(learning)
-    cfg = TrainConfig(
-        backbone=learning.backbone,
-        width=learning.width,
-        epochs=learning.train_epochs,
-        batch_size=learning.batch_size,
-        weak=weak,
-        strong=strong,
-        seed=learning.seed,
+    return wheel.supervised_accuracy(
+        s["images"], s["y"], s["labeled"], s["test"], learning, NUM_CLASSES
     )
-    lab = s["labeled"]
-    trained = train_classifier(s["images"][lab], s["y"][lab], None, cfg, 10)
-    probs = classifier_probs(trained.model, s["images"][s["test"]], 10)
-    return float((probs.argmax(1) == s["y"][s["test"]]).mean())
 
 
 def run_sklearn(s: dict[str, np.ndarray]) -> dict[str, float]:
@@ -100,14 +58,14 @@ def run_sklearn(s: dict[str, np.ndarray]) -> dict[str, float]:
     train = np.concatenate([s["labeled"], s["pool"]])
     y_train = np.full(len(train), -1)
     y_train[: len(s["labeled"])] = s["y"][s["labeled"]]
-    out = {}
-    for name, model in (
-        ("label_spreading", LabelSpreading(kernel="knn", n_neighbors=7, max_iter=1000)),
-        ("self_training", SelfTrainingClassifier(SVC(probability=True, gamma="scale"))),
-    ):
-        model.fit(x[train], y_train)
-        out[name] = float((model.predict(x[s["test"]]) == s["y"][s["test"]]).mean())
-    return out
+    self_training = SelfTrainingClassifier(SVC(probability=True, gamma="scale"))
+    self_training.fit(x[train], y_train)
+    return {
+        "label_spreading": wheel.label_spreading_accuracy(
+            s["images"], s["y"], s["labeled"], s["pool"], s["test"]
+        ),
+        "self_training": float((self_training.predict(x[s["test"]]) == s["y"][s["test"]]).mean()),
+    }
 
 
 def main() -> None:

@@ -44,9 +44,9 @@ def draw_labels(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """A grey-scale PNG of uint8 ``pixels``."""
+    """A PNG of uint8 ``pixels``: grey (H, W) or colour (H, W, 3)."""
     buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
     return buf.getvalue()
 
 
