@@ -111,7 +111,7 @@ class CycleOut(BaseModel):
     step: str | None
     progress: float = Field(ge=0.0, le=1.0)
     message: str | None = Field(None, description="what the current step is doing")
-    trigger: str | None = Field(None, description="manual, schedule or feedback")
+    trigger: str | None = Field(None, description="manual, schedule, feedback or drift")
     worker: str | None = Field(None, description="the step and worker running it")
     params: JsonObject
     metrics: JsonObject
