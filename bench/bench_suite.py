@@ -30,7 +30,7 @@ import numpy as np
 from harness import wheel
 from harness.cli import add_out, add_seeds, parser
 from harness.image_sets import SETS, ImageSet, split
-from harness.results import markdown_table, read_json, write_json
+from harness.results import markdown_table, pyplot, read_json, save_figure, write_json
 from harness.stats import Stopwatch
 
 from flywheel.config import LearningSettings
@@ -46,6 +46,8 @@ def run(
         fw = wheel.run_flywheel(s.images, s.labels, s.classes, parts, learning, cycles)
     c = len(s.classes)
     everything = np.concatenate([sp.labeled, sp.pool])
+    # The baselines train with the augmentation preset the wheel's profile chose.
+    learning = learning.model_copy(update={"augment": fw["profile"]["augment"]})
     return {
         "set": s.name,
         "seed": seed,
@@ -53,6 +55,7 @@ def run(
         "flywheel": fw["champion_accuracy"],
         "champion_per_cycle": champion_per_cycle(fw["cycles"]),
         "cycles": fw["cycles"],
+        "profile": fw["profile"],
         "seconds_per_cycle": round(t.seconds / cycles, 1),
         "supervised": wheel.supervised_accuracy(
             s.images, s.labels, sp.labeled, sp.test, learning, c
@@ -99,6 +102,36 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 BASELINES = ("supervised", "label_spreading", "full")
+BASELINE_STYLE = {"supervised": ":", "label_spreading": "-.", "full": "--"}
+
+
+def plot_sets(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """One PNG per data set: the champion per cycle (mean, band from worst to best seed),
+    the baselines of the same runs, and the last cycles' pseudo-label precision/coverage."""
+    plt = pyplot()
+    paths = []
+    for name in dict.fromkeys(r["set"] for r in results):
+        runs = [r for r in results if r["set"] == name]
+        acc = 100 * np.array([r["champion_per_cycle"] for r in runs])
+        x = np.arange(1, acc.shape[1] + 1)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        left.plot(x, acc.mean(0), "o-", color="C0", label=f"flywheel champion ({len(runs)} seeds)")
+        left.fill_between(x, acc.min(0), acc.max(0), color="C0", alpha=0.2)
+        for key, style in BASELINE_STYLE.items():
+            mean = 100 * np.mean([r[key] for r in runs])
+            left.axhline(mean, ls=style, color="grey", label=f"{key} {mean:.1f}")
+        left.set(xlabel="cycle", ylabel="test accuracy (%)", title=name, xticks=x)
+        left.legend(fontsize=7, loc="lower right")
+        for key, colour in (("pseudo_precision", "C2"), ("pseudo_coverage", "C1")):
+            vals = 100 * np.array(
+                [[c[key] if c[key] is not None else np.nan for c in r["cycles"]] for r in runs]
+            )
+            right.plot(x, np.nanmean(vals, 0), "o-", color=colour, label=key.replace("_", " "))
+        right.set(xlabel="cycle", ylabel="%", title="accepted pseudo-labels", xticks=x)
+        right.set_ylim(0, 101)
+        right.legend(fontsize=7, loc="lower right")
+        paths.append(save_figure(fig, folder / f"suite_{name}.png"))
+    return paths
 
 
 def main() -> None:
@@ -116,9 +149,13 @@ def main() -> None:
     )
     add_out(ap, Path("bench/results/suite.json"))
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
+    ap.add_argument("--plots", type=Path, help="also draw one PNG per data set in this folder")
     args = ap.parse_args()
     if args.report:
-        print(markdown([row for path in args.report for row in read_json(path)]))
+        rows = [row for path in args.report for row in read_json(path)]
+        print(markdown(rows))
+        if args.plots:
+            plot_sets(rows, args.plots)
         return
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="sklearn")
@@ -133,6 +170,8 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "cycles"}), flush=True)
             write_json(args.out, results, indent=1)  # after each run: keep partials
     print(markdown(results))
+    if args.plots:
+        plot_sets(results, args.plots)
 
 
 if __name__ == "__main__":

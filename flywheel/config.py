@@ -248,10 +248,12 @@ class LearningSettings(BaseModel):
     # "crop" (scale the short side, then centre-crop) or "pad" (scale the long side, then
     # pad with black to a square, keeping the aspect ratio).
     resize: Literal["stretch", "crop", "pad"] = "stretch"
-    channels: Literal[1, 3] = 1
+    # 1 (grey) or 3 (colour); None: from the images (colour when any sampled image has it).
+    channels: Literal[1, 3] | None = None
     # Augmentation family: "digits" (small shifts/rotations, no flips) or "natural" (flips,
-    # crops, colour). Flips help textures and hurt digits.
-    augment: Literal["digits", "natural"] = "digits"
+    # crops, colour). Flips help photos and hurt digits; "auto" asks held-out human labels
+    # whether a mirrored image keeps its class (flywheel.learn.profile).
+    augment: Literal["auto", "digits", "natural"] = "auto"
     backbone: str = "small_cnn"  # or resnet18 / resnet50 on GPU nodes
     width: int = Field(default=32, gt=0)
     ssl_method: str = "swav"  # a method of flywheel.learn.ssl.methods.METHODS
@@ -260,15 +262,23 @@ class LearningSettings(BaseModel):
     # Fixed optimiser steps per epoch: with 10-100 labels an "epoch" is a single batch.
     steps_per_epoch: int = Field(default=16, gt=0)
     batch_size: int = Field(default=64, gt=0)
-    # FixMatch consistency on the pool: in no cycle, only while there is no champion yet
-    # (when it helps most: nothing else uses the pool), or in every cycle.
-    fixmatch: Literal["none", "first", "all"] = "first"
+    # FixMatch consistency on the pool: in no cycle, only while there is no champion yet,
+    # or in every cycle (measured best on the generalization suite: the pool keeps teaching).
+    fixmatch: Literal["none", "first", "all"] = "all"
     fixmatch_epochs: int = Field(default=10, gt=0)
+    fixmatch_mu: int = Field(default=2, gt=0)  # unlabeled batch = mu * batch_size
+    # Which pool predictions teach: "fixed" (FixMatch's 0.95), or class-adaptive thresholds
+    # as in "flexmatch" / "freematch" (flywheel.learn.thresholds).
+    consistency_thresholds: Literal["fixed", "flexmatch", "freematch"] = "flexmatch"
+    # Continue from the champion (same classes and input) instead of the SSL backbone, for
+    # continue_epochs: each cycle then adds training rather than repeating it.
+    warm_start: bool = True
+    continue_epochs: int = Field(default=6, gt=0)
     # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
     # anchors must agree, class-balanced quota growing per cycle (measured best on digits);
     # "calibrated": per-class thresholds calibrated on held-out human labels to reach
     # target_precision (fewer, certified labels).
-    selection: str = "agreement"
+    selection: str = "calibrated"
     share_start: float = Field(default=0.5, gt=0.0, le=1.0)  # agreement: first quota
     share_end: float = Field(default=0.9, gt=0.0, le=1.0)  # agreement: final quota
     share_steps: int = Field(default=4, gt=0)  # agreement: cycles from start to end
@@ -277,6 +287,7 @@ class LearningSettings(BaseModel):
     # FAISS index over the labeled anchors: exact by default; ivf / hnsw for millions.
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     target_precision: float = Field(default=0.99, gt=0.5, lt=1.0)
+    max_review: int = Field(default=200, ge=0)  # review queue length a cycle asks for
     gate_margin: float = Field(default=0.001, ge=0.0)
     gate_per_class_tolerance: float = Field(default=0.05, ge=0.0)
     device: str = "auto"  # "auto": cuda + AMP when present, else cpu

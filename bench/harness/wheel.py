@@ -3,6 +3,8 @@ every learning benchmark compares it with, on the same split in the same run."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,7 @@ from sklearn.semi_supervised import LabelSpreading
 from flywheel.config import LearningSettings, Settings
 from flywheel.cycle.runner import run_cycle
 from flywheel.db.models import CycleState
+from flywheel.learn.backbones import stem_stride_for
 from flywheel.learn.recipe import augmentations, classifier_probs
 from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.training import TrainConfig, train_classifier
@@ -43,6 +46,7 @@ def run_flywheel(
         registry = ModelRegistry.from_settings(settings)
         per_cycle = []
         for _ in range(cycles):
+            started = time.perf_counter()
             r = run_cycle(ws, registry, learning)
             per_cycle.append(
                 {
@@ -51,12 +55,22 @@ def run_flywheel(
                     "pseudo_coverage": r.metrics["pseudo_coverage"],
                     "promoted": r.state == CycleState.PROMOTED,
                     "embedding": r.metrics["embedding"],
+                    "started_from": r.metrics.get("started_from"),
+                    "accepted": r.metrics["accepted"],
+                    "needs_review": r.metrics["needs_review"],
+                    "seconds": round(time.perf_counter() - started, 1),
                 }
             )
+            profile = r.metrics["profile"]
+            print(json.dumps({"cycle": len(per_cycle), **per_cycle[-1]}), flush=True)
         ws.close()
     # The champion serves predictions: the last model the gate promoted (the first always is).
     champion = [c for c in per_cycle if c["promoted"]][-1]
-    return {"champion_accuracy": champion["test_accuracy"], "cycles": per_cycle}
+    return {
+        "champion_accuracy": champion["test_accuracy"],
+        "cycles": per_cycle,
+        "profile": profile,
+    }
 
 
 def supervised_accuracy(
@@ -67,12 +81,14 @@ def supervised_accuracy(
     learning: LearningSettings,
     num_classes: int,
 ) -> float:
-    """Flywheel's own classifier trained on ``train`` alone (no pool), on ``test``."""
+    """Flywheel's own classifier trained on ``train`` alone (no pool), on ``test``, with
+    the augmentation preset in ``learning`` (give the one the wheel's profile chose)."""
     weak, strong = augmentations(learning)
     cfg = TrainConfig(
         backbone=learning.backbone,
         width=learning.width,
         in_channels=3 if images.ndim == 4 else 1,
+        stem_stride=stem_stride_for(images.shape[1]),
         epochs=learning.train_epochs,
         batch_size=learning.batch_size,
         weak=weak,

@@ -27,6 +27,7 @@ Progress = Callable[[str, float, str], None]
 # What a step reports through: records the state in the row, then calls ``Progress``.
 Step = Callable[[CycleState, float, str], None]
 STEPS = ("consensus", "select", "train", "finish")
+PROFILE = "profile"  # outputs[PROFILE]: the data profile (flywheel.cycle.profile)
 FINISHED = (CycleState.PROMOTED.value, CycleState.REJECTED.value, CycleState.FAILED.value)
 
 
@@ -100,8 +101,15 @@ def record_output(ws: Workspace, cycle_id: int, name: str, value: Any, **fields:
 
 
 def cycle_learning(cycle: Cycle) -> LearningSettings:
-    """The learning settings the cycle was queued with: every step uses the same ones."""
-    return LearningSettings.model_validate(cycle.params or {})
+    """The learning settings the cycle was queued with, and what its data profile decided
+    for the keys left to the data (``flywheel.cycle.profile``): every step uses the same."""
+    learning = LearningSettings.model_validate(cycle.params or {})
+    profile = (cycle.outputs or {}).get(PROFILE)
+    if profile:
+        learning = learning.model_copy(
+            update={"channels": profile["channels"], "augment": profile["augment"]}
+        )
+    return learning
 
 
 def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> CycleData:

@@ -220,7 +220,7 @@ def measure_drift(
     # settings, the size derived from the samples when they leave it open.
     spec = ModelInput.from_dict(champion.tags) or ModelInput(
         learning.image_size or sample_input_size(ws.db, reference_ids),
-        learning.channels,
+        learning.channels or 1,  # a model without input tags predates colour support
         learning.resize,
     )
 

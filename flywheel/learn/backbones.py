@@ -42,20 +42,29 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def stem_stride_for(side: int) -> int:
+    """The small CNN's first-conv stride for ``side`` px inputs: it works at ~16 px, where
+    the rest of the net was measured, whatever the input (8 -> 1, 32 -> 2, 48 -> 3, cap 4).
+    Full-resolution 32 px costs ~5x the compute of strided on 2 cores (BENCHMARKS §17)."""
+    return max(1, min(4, round(side / 16)))
+
+
 class SmallCNN(nn.Module):
-    """Three conv blocks sized for tiny (8x8 .. 32x32) images; a few ms per batch on CPU.
+    """Four conv blocks sized for small (8x8 .. 64x64) images; a few ms per batch on CPU.
 
     float (N, C, H, W) -> float (N, 4 * width) after global average pooling.
+    ``stem_stride`` > 1 downsamples in the first conv (see :func:`stem_stride_for`).
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 32, stem_stride: int = 1) -> None:
         super().__init__()
 
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+            conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            return [conv, nn.BatchNorm2d(cout), nn.ReLU()]
 
         self.features = nn.Sequential(
-            *block(in_channels, width),
+            *block(in_channels, width, stem_stride),
             *block(width, 2 * width),
             nn.MaxPool2d(2),
             *block(2 * width, 4 * width),
@@ -95,14 +104,19 @@ class Backbone(nn.Module):
     """
 
     def __init__(
-        self, name: str, in_channels: int = 1, input_size: int | None = None, width: int = 32
+        self,
+        name: str,
+        in_channels: int = 1,
+        input_size: int | None = None,
+        width: int = 32,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
         self.name, self.in_channels, self.input_size = name, in_channels, input_size
         if name == "small_cnn":
-            self.trunk: nn.Module = SmallCNN(in_channels, width)
+            self.trunk: nn.Module = SmallCNN(in_channels, width, stem_stride)
             self.out_dim = self.trunk.out_dim
         else:
             small = input_size is None or input_size <= 64
@@ -117,10 +131,15 @@ class Backbone(nn.Module):
 
 
 def build_backbone(
-    name: str, in_channels: int = 1, input_size: int | None = None, width: int = 32
+    name: str,
+    in_channels: int = 1,
+    input_size: int | None = None,
+    width: int = 32,
+    stem_stride: int = 1,
 ) -> Backbone:
-    """Backbone by config name: ``small_cnn`` (CPU, tiny images), ``resnet18``/``resnet50``."""
-    return Backbone(name, in_channels, input_size, width)
+    """Backbone by config name: ``small_cnn`` (CPU, small images), ``resnet18``/``resnet50``.
+    ``stem_stride`` applies to ``small_cnn`` only."""
+    return Backbone(name, in_channels, input_size, width, stem_stride)
 
 
 class Classifier(nn.Module):

@@ -14,14 +14,19 @@ from torch import nn
 
 from flywheel.config import LearningSettings
 from flywheel.datasets.fingerprint import fingerprint
-from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier
+from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier, stem_stride_for
 from flywheel.learn.data import CycleData
 from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
 
 
 def augmentations(learning: LearningSettings) -> tuple[AugmentConfig, AugmentConfig]:
-    """(weak, strong) views for the data set family; ``image_size`` overrides the resize."""
+    """(weak, strong) views for the data set family; ``image_size`` overrides the resize.
+
+    ``learning.augment`` must be decided: a cycle's settings are (flywheel.cycle.profile).
+    """
+    if learning.augment == "auto":
+        raise ValueError("learning.augment is 'auto': decide the data profile first")
     preset = AugmentConfig.for_digits if learning.augment == "digits" else AugmentConfig.for_natural
     weak, strong = preset("weak"), preset("strong")
     if learning.image_size is not None and learning.augment == "natural":
@@ -29,13 +34,26 @@ def augmentations(learning: LearningSettings) -> tuple[AugmentConfig, AugmentCon
     return weak, strong
 
 
-def ssl_config(learning: LearningSettings) -> SSLConfig:
+def channels_of(data: CycleData, learning: LearningSettings) -> int:
+    """The images' channels: as loaded (the data profile decided them)."""
+    if data.input is not None:
+        return data.input.channels
+    return learning.channels or (3 if data.labeled.images.ndim == 4 else 1)
+
+
+def stem_stride(data: CycleData) -> int:
+    side = data.input.size if data.input is not None else data.labeled.images.shape[1]
+    return stem_stride_for(side)
+
+
+def ssl_config(learning: LearningSettings, data: CycleData) -> SSLConfig:
     _, strong = augmentations(learning)
     return SSLConfig(
         method=learning.ssl_method,
         backbone=learning.backbone,
         width=learning.width,
-        in_channels=learning.channels,
+        in_channels=channels_of(data, learning),
+        stem_stride=stem_stride(data),
         epochs=learning.ssl_epochs,
         augment=strong,
         seed=learning.seed,
@@ -57,7 +75,7 @@ def train_ssl_backbone(
     """
     if learning.ssl_epochs == 0:
         return None
-    cfg = ssl_config(learning)
+    cfg = ssl_config(learning, data)
     ids = data.labeled.ids + data.pool_ids
     # Sorted by id, not labeled-then-pool: labels are not used, so a sample that gets a
     # label (feedback, review) must not change the input, or the checkpoint is unusable.
@@ -79,27 +97,34 @@ def fit_classifier(
     fixmatch: bool,
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
+    start_from: nn.Module | None = None,
 ) -> TrainedClassifier:
     """Backbone (from SSL when present) + head on human labels and accepted pseudo-labels.
 
     ``accepted``: bool (n_pool,) mask of the pool; ``pseudo_labels``/``pseudo_weights``: one
     per accepted sample (class index, selection score). Human labels weigh 1. ``fixmatch``
-    adds the consistency term over the whole pool.
+    adds the consistency term over the whole pool, with ``learning.consistency_thresholds``.
+    ``start_from``: a ``Classifier`` of the same shape (the champion) to continue training;
+    such a cycle runs ``continue_epochs``, a fresh start ``fixmatch_epochs``.
     """
     weak, strong = augmentations(learning)
     images = np.concatenate([data.labeled.images, data.pool_images[accepted]])
     labels = np.concatenate([data.labeled.labels, pseudo_labels])
     weights = np.concatenate([np.ones(len(data.labeled.labels)), pseudo_weights])
+    epochs = learning.fixmatch_epochs if fixmatch else learning.train_epochs
     cfg = TrainConfig(
         backbone=learning.backbone,
         width=learning.width,
-        in_channels=learning.channels,
-        epochs=learning.fixmatch_epochs if fixmatch else learning.train_epochs,
+        in_channels=channels_of(data, learning),
+        stem_stride=stem_stride(data),
+        epochs=learning.continue_epochs if start_from is not None else epochs,
         steps_per_epoch=learning.steps_per_epoch,
         batch_size=learning.batch_size,
         weak=weak,
         strong=strong,
         fixmatch=fixmatch,
+        fixmatch_mu=learning.fixmatch_mu,
+        threshold_mode=learning.consistency_thresholds,
         seed=seed,
         device=learning.device,
         num_workers=learning.num_workers,
@@ -113,6 +138,7 @@ def fit_classifier(
         init_backbone_state=ssl_backbone.state_dict() if ssl_backbone is not None else None,
         unlabeled_images=data.pool_images if fixmatch else None,
         progress=on_epoch,
+        init_model_state=start_from.state_dict() if start_from is not None else None,
     )
 
 

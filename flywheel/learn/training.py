@@ -33,6 +33,7 @@ from flywheel.learn.backbones import (
 )
 from flywheel.learn.ssl.embed import embed
 from flywheel.learn.ssl.loop import optimizer_step
+from flywheel.learn.thresholds import ConsistencyThresholds, ThresholdMode
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     backbone: str = "small_cnn"
     width: int = 32
     in_channels: int = 1
+    stem_stride: int = 1  # small_cnn: backbones.stem_stride_for(input side)
     epochs: int = 20  # 10 is enough with fixmatch=True (each step sees 5x the images)
     steps_per_epoch: int | None = None  # None: one pass, but at least min_steps_per_epoch
     min_steps_per_epoch: int = 16  # so that 10 labels still get enough updates
@@ -52,6 +54,9 @@ class TrainConfig:
     strong: AugmentConfig = field(default_factory=lambda: AugmentConfig.for_digits("strong"))
     fixmatch: bool = False
     fixmatch_threshold: float = 0.95
+    # "fixed" (FixMatch), or class-adaptive: "flexmatch" / "freematch" (learn/thresholds.py)
+    threshold_mode: ThresholdMode = "fixed"
+    threshold_momentum: float = 0.99  # freematch: EMA momentum of its confidence estimates
     fixmatch_mu: int = 3  # unlabeled batch = mu * batch_size
     fixmatch_weight: float = 1.0
     seed: int = 0
@@ -93,6 +98,7 @@ def train_classifier(
     init_backbone_state: dict | None = None,
     unlabeled_images: np.ndarray | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    init_model_state: dict | None = None,
 ) -> TrainedClassifier:
     """Train backbone + linear head.
 
@@ -101,6 +107,8 @@ def train_classifier(
     ``Backbone.state_dict()`` (e.g. from ``train_ssl``) built with the same backbone name,
     width and ``weak.resize``. ``unlabeled_images`` feed the FixMatch term when
     ``config.fixmatch``. ``progress(epoch, epochs, mean_loss)`` after each epoch.
+    ``init_model_state``: a whole ``Classifier.state_dict()`` (backbone and head) to continue
+    from, e.g. the champion's; it takes precedence over ``init_backbone_state``.
     """
     x = images_to_tensor(images)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -121,11 +129,18 @@ def train_classifier(
     with torch.random.fork_rng(devices=[device] if amp else []):
         torch.manual_seed(config.seed)
         backbone = build_backbone(
-            config.backbone, config.in_channels, config.weak.resize, config.width
+            config.backbone,
+            config.in_channels,
+            config.weak.resize,
+            config.width,
+            config.stem_stride,
         )
         if init_backbone_state is not None:
             backbone.load_state_dict(init_backbone_state)
-        model = Classifier(backbone, num_classes).to(device)
+        model = Classifier(backbone, num_classes)
+        if init_model_state is not None:
+            model.load_state_dict(init_model_state)
+        model = model.to(device)
         groups = [
             {"params": model.backbone.parameters(), "lr": config.lr * config.backbone_lr_mult},
             {"params": model.head.parameters(), "lr": config.lr},
@@ -137,7 +152,15 @@ def train_classifier(
         weak, strong = build_augment(config.weak), build_augment(config.strong)
         labeled = ViewDataset(x, [weak], [y, w])
         if use_fm:
-            unlabeled = ViewDataset(images_to_tensor(unlabeled_images), [weak, strong])
+            u = images_to_tensor(unlabeled_images)
+            unlabeled = ViewDataset(u, [weak, strong], [torch.arange(len(u))])
+            thresholds = ConsistencyThresholds(
+                config.threshold_mode,
+                num_classes,
+                len(u),
+                config.fixmatch_threshold,
+                config.threshold_momentum,
+            )
         losses: list[float] = []
         total = steps * config.epochs
         for epoch in range(config.epochs):
@@ -160,11 +183,12 @@ def train_classifier(
                         logits = model(xb).float()
                         loss_u = torch.zeros((), device=device)
                     else:
-                        uw, us = (t.to(device) for t in next(unl_iter))
-                        out = model(torch.cat([xb, uw, us])).float()
+                        uw, us, u_idx = next(unl_iter)
+                        out = model(torch.cat([xb, uw.to(device), us.to(device)])).float()
                         logits, lw, ls = out[: len(xb)], *out[len(xb) :].chunk(2)
-                        conf, pseudo = F.softmax(lw.detach(), dim=1).max(1)
-                        mask = (conf >= config.fixmatch_threshold).float()
+                        probs_u = F.softmax(lw.detach(), dim=1)
+                        pseudo = probs_u.argmax(1)
+                        mask = thresholds.mask(probs_u, u_idx).to(device)
                         loss_u = (F.cross_entropy(ls, pseudo, reduction="none") * mask).mean()
                     ce = F.cross_entropy(
                         logits, yb, reduction="none", label_smoothing=config.label_smoothing

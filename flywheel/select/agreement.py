@@ -143,7 +143,9 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
         np.concatenate([data.labeled.labels, py]),
         np.concatenate([np.ones(len(data.labeled.labels)), np.maximum(pw, 1e-3)]),
         data.num_classes,
-        AgreementConfig(k=learning.k, tau=learning.tau, share=share),
+        AgreementConfig(
+            k=learning.k, tau=learning.tau, share=share, max_review=learning.max_review
+        ),
         index=index,
     )
     how = f"agreement, class quota {share:.0%} of the pool, {len(pids)} pseudo anchors"

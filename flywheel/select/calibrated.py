@@ -23,7 +23,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from flywheel.config import LearningSettings
 from flywheel.errors import InvalidInputError
+from flywheel.learn.embeddings import EmbeddingChoice
 from flywheel.learn.index import IndexKind, build_index, check_embeddings, search
 from flywheel.select.calibration import Calibration, _check_labels, calibrate_thresholds
 from flywheel.select.outcome import (
@@ -34,6 +36,7 @@ from flywheel.select.outcome import (
 )
 from flywheel.select.propagation import drop_self, propagated_votes
 from flywheel.select.result import Decision, SelectionResult
+from flywheel.select.review_queue import rank_for_review, review_uncertainty
 from flywheel.select.strategies import SelectionInputs
 
 __all__ = [
@@ -70,6 +73,9 @@ class SelectionConfig:
     index_kind: IndexKind = "flat"  # index over the labeled set
     graph_index_kind: IndexKind = "flat"  # index over all samples, for propagation
     index_options: dict[str, int] = field(default_factory=dict)  # nlist, nprobe, hnsw_m ...
+    # A class accepts pseudo-labels only with this many held-out predictions of it: with
+    # fewer there is no evidence of that class's precision, whatever the shared fit says.
+    min_class_evidence: int = 3
     confidence: float = 0.9  # level of the bootstrap lower band on P(correct | score)
     n_bootstrap: int = 100
     seed: int = 0
@@ -232,7 +238,9 @@ def select_pseudo_labels(
         n_bootstrap=cfg.n_bootstrap,
         seed=cfg.seed,
     )
-    thresholds = calibration.thresholds
+    thresholds = np.where(
+        calibration.n_calibration >= cfg.min_class_evidence, calibration.thresholds, np.inf
+    )
     # A class that cannot reach the target still sends its most confident samples to review.
     review_thresholds = np.minimum(thresholds, 1.0) - cfg.review_band
     passed = score >= thresholds[label]
@@ -273,10 +281,14 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     """The ``calibrated`` strategy: pseudo-labels for the pool from the chosen embedding.
 
     The classifier side is a logistic regression on the embedding, so its out-of-fold
-    probabilities on the human labels are cheap and honest calibration data. The champion
-    CNN (``champion_probs``, (n_pool, C)) was trained on those labels, so it cannot be
-    calibrated on them; it acts as a second opinion instead: an accepted sample whose label
-    the champion disputes goes to review rather than into the training set.
+    probabilities on the human labels (seed labels, review answers, feedback: every
+    human-made label, as it arrives) are cheap and honest calibration data. So the share
+    accepted follows measured confidence, and grows as the labels and earlier pseudo-labels
+    make the classifier better. The champion CNN (``champion_probs``, (n_pool, C)) was
+    trained on those labels, so it cannot be calibrated on them; it is a second opinion
+    instead: a sample whose label it disputes is not accepted but offered for review.
+    The review queue (:mod:`flywheel.select.review_queue`) holds the band below each class's
+    threshold and the disputed samples, ranked by uncertainty times embedding coverage.
     """
     data, choice, learning = inputs.data, inputs.choice, inputs.learning
     labels = data.labeled.labels
@@ -294,6 +306,12 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     clf = fit(np.arange(len(labels)))
     pool_probs = full_probs(clf, choice.pool, data.num_classes)
     min_count = int(np.bincount(labels, minlength=data.num_classes).min())
+    cfg = SelectionConfig(
+        k=learning.k,
+        target_precision=learning.target_precision,
+        seed=learning.seed,
+        index_kind=learning.index_kind,
+    )
     if min_count >= 2:
         folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=learning.seed)
         calib = np.zeros((len(labels), data.num_classes))
@@ -302,31 +320,62 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
                 fit(train_rows), choice.labeled[held_out], data.num_classes
             )
         how = f"{folds.n_splits}-fold out-of-fold on {len(labels)} human labels"
-    else:  # one label in some class: no held-out estimate exists, use in-sample (optimistic)
+    else:
+        # One label in some class: nothing is held out, so no class has evidence of its
+        # precision. The in-sample fit still ranks the review queue; nothing is accepted.
         calib = full_probs(clf, choice.labeled, data.num_classes)
-        how = "in-sample (a class has a single label)"
+        cfg = replace(cfg, min_class_evidence=len(labels) + 1)
+        how = "no held-out evidence (a class has a single human label): nothing accepted"
     if len(pseudo_y):
         how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
-    cfg = SelectionConfig(
-        k=learning.k,
-        target_precision=learning.target_precision,
-        seed=learning.seed,
-        index_kind=learning.index_kind,
-    )
     result = select_pseudo_labels(
         choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg
     )
     champion_probs = inputs.champion_probs()
+    rows = np.arange(len(result.label))
     if champion_probs is not None:
-        disputed = (result.decision == Decision.ACCEPTED) & (
-            champion_probs.argmax(1) != result.label
-        )
-        decision = result.decision.copy()
-        decision[disputed] = Decision.NEEDS_REVIEW
-        counts = dict(result.counts)
-        counts["accepted"] = int((decision == Decision.ACCEPTED).sum())
-        counts["needs_review"] = int((decision == Decision.NEEDS_REVIEW).sum())
-        counts["disputed_by_champion"] = int(disputed.sum())
-        result = replace(result, decision=decision, counts=counts)
+        disputed = champion_probs.argmax(1) != result.label
+        other = champion_probs[rows, champion_probs.argmax(1)]
         how += "; champion agreement required"
+    else:
+        disputed, other = np.zeros(len(rows), dtype=bool), None
+    result = with_review_queue(result, disputed, other, choice, cfg.review_band, learning)
     return SelectionOutcome(result, data.labeled.ids, choice.name, how)
+
+
+def with_review_queue(
+    result: SelectionResult,
+    disputed: np.ndarray,
+    other_score: np.ndarray | None,
+    choice: EmbeddingChoice,
+    band: float,
+    learning: LearningSettings,
+) -> SelectionResult:
+    """``result`` with disputed samples not accepted, and the review queue re-picked: the
+    band below each threshold and the disputed samples, by expected benefit."""
+    decision = result.decision.copy()
+    disputed_accepted = disputed & (decision == Decision.ACCEPTED)
+    decision[disputed_accepted] = Decision.REJECTED
+    open_ = decision != Decision.ACCEPTED
+    uncertainty = review_uncertainty(
+        result.score.astype(np.float64),
+        result.thresholds,
+        result.label,
+        band,
+        disputed=disputed if other_score is not None else None,
+        other_score=other_score,
+    )
+    decision[decision == Decision.NEEDS_REVIEW] = Decision.REJECTED
+    pick = rank_for_review(
+        open_, uncertainty, disputed & open_, choice.pool, choice.labeled, learning.max_review
+    )
+    decision[pick.order] = Decision.NEEDS_REVIEW
+    counts = dict(result.counts)
+    counts["accepted"] = int((decision == Decision.ACCEPTED).sum())
+    counts["needs_review"] = int((decision == Decision.NEEDS_REVIEW).sum())
+    counts["rejected"] = int((decision == Decision.REJECTED).sum())
+    counts["disputed_by_champion"] = int(disputed_accepted.sum())
+    counts["review_disputed"] = sum(r == "disputed" for r in pick.reason)
+    accepted = decision == Decision.ACCEPTED
+    per_class = np.bincount(result.label[accepted], minlength=len(result.thresholds))
+    return replace(result, decision=decision, counts=counts, accepted_per_class=per_class)

@@ -143,7 +143,7 @@ def prepare_image(data: bytes, serving: ServingModel, learning: LearningSettings
     failing that, is ``LEGACY_INPUT_SIZE``: never the upload's own resolution.
     """
     size = serving.input_size or learning.image_size or LEGACY_INPUT_SIZE
-    channels = serving.channels or learning.channels
+    channels = serving.channels or learning.channels or 1  # older models: grey
     return to_model_input(data, size, channels, serving.resize or learning.resize)
 
 

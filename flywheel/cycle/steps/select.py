@@ -20,6 +20,7 @@ from torch import nn
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import save_selection
 from flywheel.cycle.label_writer import write_selection
+from flywheel.cycle.profile import resolve_profile
 from flywheel.cycle.state import (
     Progress,
     Step,
@@ -51,7 +52,9 @@ def run_select_step(
         return cycle.dataset_version_out
     step = reporter(ws, cycle_id, progress)
     if "selection" not in (cycle.outputs or {}):
-        select_and_write(ws, registry, cycle_id, cycle_learning(cycle), step)
+        step(CycleState.EMBEDDING, 0.0, "deciding the data profile")
+        resolve_profile(ws, cycle_id, cycle_learning(cycle))
+        select_and_write(ws, registry, cycle_id, cycle_learning(load_cycle(ws, cycle_id)), step)
     step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
     version, _ = ws.versions.snapshot(f"cycle {cycle_id}")  # content-addressed: same id
     update_cycle(ws, cycle_id, dataset_version_out=version.id)
@@ -105,7 +108,7 @@ def select_and_write(
 
     # Bootstrap: with no model yet, FixMatch on the pool does better than pseudo-labels
     # picked without a model's second opinion (bench/LEARNING_NOTES.md).
-    bootstrap = champion is None and learning.fixmatch == "first"
+    bootstrap = champion is None and learning.fixmatch != "none"
     outcome: SelectionOutcome | None = None
     if bootstrap:
         step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")

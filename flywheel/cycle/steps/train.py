@@ -15,6 +15,7 @@ from torch import nn
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import load_anchor_index, load_selection
 from flywheel.cycle.state import (
+    PROFILE,
     Progress,
     Step,
     cycle_learning,
@@ -28,7 +29,8 @@ from flywheel.datasets.versions import VersionInfo
 from flywheel.db.models import CycleState
 from flywheel.errors import InvalidInputError
 from flywheel.insights.plots import confusion_matrix_png
-from flywheel.learn.data import CycleData
+from flywheel.learn.backbones import Classifier
+from flywheel.learn.data import CycleData, ModelInput
 from flywheel.learn.gate import GateConfig, GateDecision, decide_promotion
 from flywheel.learn.recipe import classifier_probs, fit_classifier, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
@@ -66,6 +68,23 @@ def judge(
     return Judgement(candidate, incumbent, gate)
 
 
+def warm_start_model(
+    champion: ModelVersion | None,
+    champion_model: nn.Module | None,
+    data: CycleData,
+    learning: LearningSettings,
+) -> nn.Module | None:
+    """The champion to continue training from, when ``learning.warm_start`` and it takes
+    this cycle's classes and input; None: start from the SSL backbone."""
+    if not learning.warm_start or champion is None or champion_model is None:
+        return None
+    if not isinstance(champion_model, Classifier) or not champion.predicts(data.classes):
+        return None
+    same_input = ModelInput.from_dict(champion.tags) == data.input
+    same_net = champion_model.backbone.name == learning.backbone
+    return champion_model if same_input and same_net else None
+
+
 def cycle_metrics(
     judged: Judgement, outputs: dict[str, Any], version: VersionInfo, data: CycleData
 ) -> dict[str, Any]:
@@ -87,6 +106,7 @@ def cycle_metrics(
     metrics["pseudo_precision"] = selection["pseudo_precision"]
     metrics["pseudo_coverage"] = selection["pseudo_coverage"]
     metrics["input"] = data.input.as_dict() if data.input else None
+    metrics["profile"] = outputs.get(PROFILE)
     return metrics
 
 
@@ -123,7 +143,7 @@ def run_train_step(
         if cycle.mlflow_run_id:
             registry.end_run(cycle.mlflow_run_id, "KILLED")  # an earlier attempt's, left open
         model_version, gate, metrics = train_and_register(
-            ws, registry, cycle_id, data, version, champion_model, step
+            ws, registry, cycle_id, data, version, champion_model, step, champion
         )
     metrics["model_version"] = model_version
     metrics["gate"] = gate.as_dict()
@@ -140,6 +160,7 @@ def train_and_register(
     version: VersionInfo,
     champion_model: nn.Module | None,
     step: Step,
+    champion: ModelVersion | None = None,
 ) -> tuple[str, GateDecision, dict[str, Any]]:
     """Train the cycle's model inside its MLflow run, judge it and register it: (model
     version, gate decision, metrics)."""
@@ -151,12 +172,16 @@ def train_and_register(
     step(CycleState.TRAINING, 0.5, "training the classifier")
     # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
     ssl = train_ssl_backbone(data, learning, Path(ws.settings.data_dir) / "cache" / "ssl")
+    start_from = warm_start_model(champion, champion_model, data, learning)
+    profile = outputs.get(PROFILE) or {}
     run_params = {
         **learning.model_dump(),
         "cycle_id": cycle_id,
         "dataset_version": version.id,
         "embedding": selection["embedding"],
         "input_size": data.input.size if data.input else None,
+        "started_from": f"champion {champion.version}" if start_from and champion else "ssl",
+        **{f"profile_{k}": v for k, v in profile.items() if k.endswith("reason")},
     }
     with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
@@ -180,11 +205,13 @@ def train_and_register(
             # A new seed per cycle: a rejected cycle is not simply repeated by the next one.
             seed=learning.seed + cycle_id,
             on_epoch=on_epoch,
+            start_from=start_from,
         )
         step(CycleState.EVALUATING, 0.85, "evaluating on the frozen test split")
         judged = judge(trained.model, champion_model, data, learning)
         candidate, gate = judged.candidate, judged.gate
         metrics = cycle_metrics(judged, outputs, version, data)
+        metrics["started_from"] = run_params["started_from"]
         registry.log_metrics(
             {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
         )

@@ -35,7 +35,8 @@ from flywheel.learn.ssl.methods import method_head
 
 CHECKPOINT_NAME = "ssl_last.pt"
 # Bump when a change to the SSL code makes old checkpoints wrong: they are then not resumed.
-SSL_VERSION = 2  # 2: the method's parameters live in its head (``head.*`` in checkpoints)
+# 2: the method's parameters live in its head (``head.*`` in checkpoints); 3: stem_stride
+SSL_VERSION = 3
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,6 +71,7 @@ class SSLConfig:
     backbone: str = "small_cnn"  # see flywheel.learn.backbones.BACKBONES
     width: int = 32  # small_cnn channel width
     in_channels: int = 1
+    stem_stride: int = 1  # small_cnn: backbones.stem_stride_for(input side)
     embedding_dim: int = 128  # projection-head output the loss sees
     hidden_dim: int = 512
     epochs: int = 30
@@ -108,7 +110,9 @@ class _SSLModel(nn.Module):
     def __init__(self, cfg: SSLConfig) -> None:
         super().__init__()
         size = cfg.augment.resize
-        self.backbone = build_backbone(cfg.backbone, cfg.in_channels, size, cfg.width)
+        self.backbone = build_backbone(
+            cfg.backbone, cfg.in_channels, size, cfg.width, cfg.stem_stride
+        )
         d = self.backbone.out_dim
         self.projector = nn.Sequential(
             nn.Linear(d, cfg.hidden_dim),

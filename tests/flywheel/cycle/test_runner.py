@@ -19,6 +19,10 @@ TINY = {
     "steps_per_epoch": 2,
     "width": 8,
     "batch_size": 32,
+    "continue_epochs": 1,
+    # The data profile's own test decides "auto" (tests/flywheel/cycle/test_profile.py);
+    # elsewhere a fixed preset keeps cycles fast.
+    "augment": "digits",
 }
 
 
