@@ -257,7 +257,7 @@ class LearningSettings(BaseModel):
     backbone: str = "small_cnn"  # or resnet18 / resnet50 on GPU nodes
     width: int = Field(default=32, gt=0)
     ssl_method: str = "swav"  # a method of flywheel.learn.ssl.methods.METHODS
-    ssl_epochs: int = Field(default=30, ge=0)  # 0: no self-supervised embedding
+    ssl_epochs: int = Field(default=20, ge=0)  # 0: no self-supervised embedding
     train_epochs: int = Field(default=20, gt=0)
     # Fixed optimiser steps per epoch: with 10-100 labels an "epoch" is a single batch.
     steps_per_epoch: int = Field(default=16, gt=0)
@@ -265,7 +265,7 @@ class LearningSettings(BaseModel):
     # FixMatch consistency on the pool: in no cycle, only while there is no champion yet,
     # or in every cycle (measured best on the generalization suite: the pool keeps teaching).
     fixmatch: Literal["none", "first", "all"] = "all"
-    fixmatch_epochs: int = Field(default=10, gt=0)
+    fixmatch_epochs: int = Field(default=8, gt=0)
     fixmatch_mu: int = Field(default=2, gt=0)  # unlabeled batch = mu * batch_size
     # Which pool predictions teach: "fixed" (FixMatch's 0.95), or class-adaptive thresholds
     # as in "flexmatch" / "freematch" (flywheel.learn.thresholds).
@@ -273,7 +273,7 @@ class LearningSettings(BaseModel):
     # Continue from the champion (same classes and input) instead of the SSL backbone, for
     # continue_epochs: each cycle then adds training rather than repeating it.
     warm_start: bool = True
-    continue_epochs: int = Field(default=6, gt=0)
+    continue_epochs: int = Field(default=4, gt=0)
     # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
     # anchors must agree, class-balanced quota growing per cycle (measured best on digits);
     # "calibrated": per-class thresholds calibrated on held-out human labels to reach

@@ -14,7 +14,10 @@ the literature, behind one interface (``mask(probs, indices)`` per unlabeled bat
   its largest class.
 
 ``fixed`` is plain FixMatch. All are stateful per training run and see only the model's own
-predictions: no labels.
+predictions: no labels. A run that continues from a trained model (the champion) first
+``prime``s the state with that model's predictions on the pool: started from nothing, both
+adaptive rules would take every prediction as a target for the first hundreds of steps, which
+for a model that is already confident is plain self-training on its own mistakes.
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ class ConsistencyThresholds:
         if self.mode == "freematch":
             return self.global_conf * self.class_prob / self.class_prob.max()
         return torch.full((self.c,), self.tau)
+
+    @torch.no_grad()
+    def prime(self, pool_probs: torch.Tensor) -> None:
+        """Start from a trained model's (n_pool, C) predictions on the whole pool."""
+        probs = pool_probs.detach().float().cpu()
+        conf, pred = probs.max(1)
+        confident = conf >= self.tau
+        self.predicted = torch.where(confident, pred, torch.full_like(pred, -1))
+        self.global_conf = conf.mean()
+        self.class_prob = probs.mean(0)
 
     @torch.no_grad()
     def mask(self, probs: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,11 +4,11 @@ Labeled and pseudo-labeled samples arrive together with a per-sample weight (1 f
 labels, the selection confidence for pseudo-labels) and are trained with a weighted
 cross-entropy on weakly augmented views. With ``TrainConfig.fixmatch`` the unlabeled pool
 adds FixMatch's consistency term: a weak view's confident prediction is the target for a
-strong view of the same image (Sohn et al. 2020). It is a switch, off by default, because
-its worth depends on the label budget: on digits (``bench/LEARNING_NOTES.md``) it added
-+1.8 points of test accuracy when training on 5 labels per class alone, nothing measurable
-once pseudo-labels covered most of the pool, and costs ~4x the compute (mu=2). Recipe:
-on for a labels-only first cycle, off afterwards.
+strong view of the same image (Sohn et al. 2020), with "confident" per class when
+``threshold_mode`` is ``flexmatch`` or ``freematch`` (:mod:`flywheel.learn.thresholds`).
+The recipe (``flywheel.learn.recipe``) keeps it on in every cycle and continues from the
+champion's weights: on real photos the pool is where most of the signal is, and a cycle
+that drops it trains a worse model than the one it should replace (BENCHMARKS §17).
 """
 
 from __future__ import annotations
@@ -161,6 +161,8 @@ def train_classifier(
                 config.fixmatch_threshold,
                 config.threshold_momentum,
             )
+            if init_model_state is not None:  # a trained model: thresholds from its view
+                thresholds.prime(_predict(model, u, device))
         losses: list[float] = []
         total = steps * config.epochs
         for epoch in range(config.epochs):
@@ -202,6 +204,17 @@ def train_classifier(
             if progress is not None:
                 progress(epoch + 1, config.epochs, losses[-1])
     return TrainedClassifier(model.cpu().eval(), num_classes, losses)
+
+
+@torch.no_grad()
+def _predict(model: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(N, C) eval-mode probabilities of uint8 (N, C, H, W) ``images``, batch by batch."""
+    model.eval()
+    out = [
+        F.softmax(model(images[i : i + 512].to(device).float() / 255.0).float(), dim=1).cpu()
+        for i in range(0, len(images), 512)
+    ]
+    return torch.cat(out)
 
 
 def _loader(

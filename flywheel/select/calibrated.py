@@ -340,7 +340,9 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     else:
         disputed, other = np.zeros(len(rows), dtype=bool), None
     result = with_review_queue(result, disputed, other, choice, cfg.review_band, learning)
-    return SelectionOutcome(result, data.labeled.ids, choice.name, how)
+    # The index the neighbours were found in, kept with the cycle's run as its anchors.
+    anchors = build_index(choice.labeled, learning.index_kind)
+    return SelectionOutcome(result, data.labeled.ids, choice.name, how, anchors)
 
 
 def with_review_queue(

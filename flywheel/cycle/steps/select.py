@@ -106,9 +106,11 @@ def select_and_write(
     )
     save_embeddings(ws, cycle_id, choice, data)
 
-    # Bootstrap: with no model yet, FixMatch on the pool does better than pseudo-labels
-    # picked without a model's second opinion (bench/LEARNING_NOTES.md).
-    bootstrap = champion is None and learning.fixmatch != "none"
+    # Bootstrap (fixmatch "first"): with no model yet, FixMatch on the pool does better than
+    # the agreement quota's pseudo-labels picked without a model's second opinion
+    # (bench/LEARNING_NOTES.md). With consistency in every cycle, the first cycle selects
+    # too: what calibration certifies is safe, and the review queue needs filling.
+    bootstrap = champion is None and learning.fixmatch == "first"
     outcome: SelectionOutcome | None = None
     if bootstrap:
         step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")

@@ -37,7 +37,7 @@ def test_a_grey_project_gets_its_profile_from_the_data(tmp_path) -> None:
     registry = ModelRegistry.from_settings(settings)
     first = run_cycle(ws, registry, settings.learning)
     profile = load_cycle(ws, first.cycle_id).outputs[PROFILE]
-    assert profile["channels"] == 1 and "none of the" in profile["channels_reason"]
+    assert profile["channels"] == 1 and "is colour" in profile["channels_reason"]
     assert profile["augment"] in ("digits", "natural") and profile["augment_reason"]
     assert first.metrics["profile"] == profile
     learning = cycle_learning(load_cycle(ws, first.cycle_id))

@@ -53,3 +53,14 @@ def test_freematch_tracks_mean_confidence_per_class() -> None:
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown threshold mode"):
         ConsistencyThresholds("sometimes", 2, 1)  # type: ignore[arg-type]
+
+
+def test_priming_starts_from_a_trained_models_view_of_the_pool() -> None:
+    t = ConsistencyThresholds("flexmatch", 2, 3, threshold=0.9)
+    t.prime(torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.5, 0.5]]))
+    # sigma = [2, 0], unused = 1 -> beta = [1, 0]: class 0 keeps the full threshold at once.
+    assert t.class_thresholds().tolist() == pytest.approx([0.9, 0.0])
+    f = ConsistencyThresholds("freematch", 2, 3)
+    f.prime(torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.5, 0.5]]))
+    # global = mean(0.9, 0.7, 0.5) = 0.7; class probs [0.7, 0.3] -> thresholds [0.7, 0.3]
+    assert f.class_thresholds().tolist() == pytest.approx([0.7, 0.3])

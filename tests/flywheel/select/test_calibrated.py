@@ -1,5 +1,7 @@
 """Pseudo-label selection: planted decisions and evidence, caps, input checks."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,46 @@ def test_bad_config_is_refused():
         SelectionConfig(target_precision=1.0)
     with pytest.raises(InvalidInputError, match="classifier_weight"):
         SelectionConfig(classifier_weight=1.5)
+
+
+def test_a_class_without_held_out_evidence_accepts_nothing():
+    pool, pool_probs, labeled, labels, calib, calib_probs, calib_labels = _planted()
+    # Only 2 held-out rows predicted as class 0: below the evidence floor of 3.
+    keep = np.concatenate([np.flatnonzero(calib_labels == 0)[:2], np.arange(30, 90)])
+    args = (pool, pool_probs, labeled, labels, calib[keep], calib_probs[keep], calib_labels[keep])
+    config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
+    r = select_pseudo_labels(*args, num_classes=3, config=config)
+    assert r.calibration.n_calibration.tolist() == [2, 30, 30]
+    assert r.thresholds[0] == np.inf and r.decision[0] != Decision.ACCEPTED
+    relaxed = select_pseudo_labels(*args, 3, replace(config, min_class_evidence=2))
+    assert relaxed.decision[0] == Decision.ACCEPTED
+
+
+def test_the_review_queue_takes_disputed_and_near_threshold_items_not_duplicates():
+    from flywheel.config import LearningSettings
+    from flywheel.learn.embeddings import EmbeddingChoice
+    from flywheel.select.calibrated import with_review_queue
+
+    pool, pool_probs, labeled, labels, *calibration = _planted()
+    config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
+    r = select_pseudo_labels(pool, pool_probs, labeled, labels, *calibration, 3, config)
+    # Pool: A (accepted), B (below threshold), C (far below). Add B's exact twin as D.
+    twice = np.concatenate([pool, pool[1:2]])
+    r = replace(
+        r,
+        **{
+            f: np.concatenate([getattr(r, f), getattr(r, f)[1:2]])
+            for f in ("decision", "label", "score", "classifier_prob", "knn_share")
+        },
+    )
+    unit = twice / np.linalg.norm(twice, axis=1, keepdims=True)
+    choice = EmbeddingChoice("ssl", "f", labeled, unit, unit[:0], {})
+    disputed = np.array([True, False, False, False])  # the champion names another class for A
+    other = np.array([0.9, 0.0, 0.0, 0.0])
+    learning = LearningSettings(max_review=10)
+    out = with_review_queue(r, disputed, other, choice, 0.5, learning)
+    # A loses its acceptance to the dispute and is asked about; one of the twins B/D is.
+    assert out.decision[0] == Decision.NEEDS_REVIEW
+    assert out.counts["disputed_by_champion"] == 1 and out.counts["accepted"] == 0
+    assert (out.decision[[1, 3]] == Decision.NEEDS_REVIEW).sum() == 1
+    assert out.counts["review_disputed"] == 1
