@@ -96,7 +96,10 @@ def main() -> None:
                 "flywheel": fw["champion_accuracy"],
                 "flywheel_seconds": round(t_fw.seconds, 1),
                 "cycles": fw["cycles"],
-                "supervised": run_supervised(s, learning),
+                # The baseline trains with the augmentation preset the wheel's profile chose.
+                "supervised": run_supervised(
+                    s, learning.model_copy(update={"augment": fw["profile"]["augment"]})
+                ),
                 **run_sklearn(s),
             }
             results.append(row)

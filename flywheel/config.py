@@ -267,8 +267,9 @@ class LearningSettings(BaseModel):
     fixmatch: Literal["none", "first", "all"] = "all"
     fixmatch_epochs: int = Field(default=8, gt=0)
     fixmatch_mu: int = Field(default=2, gt=0)  # unlabeled batch = mu * batch_size
-    # Which pool predictions teach: "fixed" (FixMatch's 0.95), or class-adaptive thresholds
-    # as in "flexmatch" / "freematch" (flywheel.learn.thresholds).
+    # Which pool predictions teach a model that continues from the champion: "fixed"
+    # (FixMatch's 0.95), or class-adaptive as in "flexmatch" / "freematch"
+    # (flywheel.learn.thresholds). A fresh model always uses "fixed" (learn/recipe.py).
     consistency_thresholds: Literal["fixed", "flexmatch", "freematch"] = "flexmatch"
     # Continue from the champion (same classes and input) instead of the SSL backbone, for
     # continue_epochs: each cycle then adds training rather than repeating it.

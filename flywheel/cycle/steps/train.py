@@ -29,10 +29,16 @@ from flywheel.datasets.versions import VersionInfo
 from flywheel.db.models import CycleState
 from flywheel.errors import InvalidInputError
 from flywheel.insights.plots import confusion_matrix_png
-from flywheel.learn.backbones import Classifier
+from flywheel.learn.backbones import Classifier, build_backbone
 from flywheel.learn.data import CycleData, ModelInput
 from flywheel.learn.gate import GateConfig, GateDecision, decide_promotion
-from flywheel.learn.recipe import classifier_probs, fit_classifier, train_ssl_backbone
+from flywheel.learn.recipe import (
+    channels_of,
+    classifier_probs,
+    fit_classifier,
+    stem_stride,
+    train_ssl_backbone,
+)
 from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
 from flywheel.learn.training import EvalResult, evaluate
 from flywheel.workspace import Workspace
@@ -80,9 +86,18 @@ def warm_start_model(
         return None
     if not isinstance(champion_model, Classifier) or not champion.predicts(data.classes):
         return None
-    same_input = ModelInput.from_dict(champion.tags) == data.input
-    same_net = champion_model.backbone.name == learning.backbone
-    return champion_model if same_input and same_net else None
+    if ModelInput.from_dict(champion.tags) != data.input:
+        return None
+    # Same architecture (backbone, width, stem): every weight fits the cycle's new model.
+    fresh = Classifier(
+        build_backbone(
+            learning.backbone, channels_of(data, learning), None, learning.width, stem_stride(data)
+        ),
+        data.num_classes,
+    ).state_dict()
+    theirs = champion_model.state_dict()
+    fits = fresh.keys() == theirs.keys() and all(fresh[k].shape == theirs[k].shape for k in fresh)
+    return champion_model if fits else None
 
 
 def cycle_metrics(

@@ -8,7 +8,7 @@ from flywheel.config import LearningSettings
 from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.recipe import train_ssl_backbone
 
-LEARNING = LearningSettings(ssl_epochs=1, width=4, batch_size=8)
+LEARNING = LearningSettings(ssl_epochs=1, width=4, batch_size=8, augment="digits")
 
 
 def data_with(labeled: list[int], images: np.ndarray) -> CycleData:
@@ -40,3 +40,14 @@ def test_a_sample_that_gets_a_label_keeps_the_ssl_checkpoint(tmp_path: Path) -> 
     other[3] = 255 - other[3]
     retrained = train_ssl_backbone(data_with([0, 1], other), LEARNING, tmp_path / "o")
     assert retrained is not None and retrained.resumed_from_epoch == 0
+
+
+def test_class_balanced_weights_give_every_class_the_same_total() -> None:
+    from flywheel.learn.recipe import class_balanced
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    weights = np.array([1.0, 1.0, 0.5, 1.0, 0.5, 0.5])
+    # totals [2.5, 1, 1] -> mean 1.5 -> scales [0.6, 1.5, 1.5]
+    out = class_balanced(labels, weights)
+    np.testing.assert_allclose(out, [0.6, 0.6, 0.3, 1.5, 0.75, 0.75])
+    np.testing.assert_allclose(np.bincount(labels, weights=out), [1.5, 1.5, 1.5])
