@@ -61,6 +61,14 @@ def test_every_environment_form_in_the_readme_loads(
     assert got == type(got)(raw)  # "8" arrived as 8.0, "/srv/x" as Path("/srv/x")
 
 
+def _int_options(annotation: object) -> list[int]:
+    """The integers of a Literal, also inside ``Literal[...] | None``."""
+    args = get_args(annotation)
+    if all(type(a) is int for a in args):
+        return list(args)
+    return [option for a in args if a is not type(None) for option in _int_options(a)]
+
+
 def _int_literal_fields() -> list[tuple[str, int]]:
     cases = []
     for section, field in Settings.model_fields.items():
@@ -70,7 +78,7 @@ def _int_literal_fields() -> list[tuple[str, int]]:
         for name, sub in model.model_fields.items():
             if _is_int_literal(sub.annotation):
                 env = f"{ENV_PREFIX}{section}{ENV_NESTED_DELIMITER}{name}".upper()
-                cases += [(env, option) for option in get_args(sub.annotation)]
+                cases += [(env, option) for option in _int_options(sub.annotation)]
     return cases
 
 
