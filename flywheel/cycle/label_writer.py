@@ -107,6 +107,8 @@ def write_selection(
                     old.state = ReviewState.SUPERSEDED.value
                     old.decided_at = utcnow()
         kept = [r for r in reviews if r.sample_id not in conflicted]
+        # Queued in the strategy's order (ids ascend): "as queued" lists the most useful first.
+        kept.sort(key=lambda r: (r.evidence or {}).get("review", {}).get("rank", 0))
         counts["review"] -= len(reviews) - len(kept)
         s.add_all(labels + kept)
         if summary is not None:

@@ -380,4 +380,16 @@ def with_review_queue(
     counts["review_disputed"] = sum(r == "disputed" for r in pick.reason)
     accepted = decision == Decision.ACCEPTED
     per_class = np.bincount(result.label[accepted], minlength=len(result.thresholds))
-    return replace(result, decision=decision, counts=counts, accepted_per_class=per_class)
+    rank = np.full(len(decision), -1, dtype=np.int64)
+    rank[pick.order] = np.arange(len(pick.order))
+    benefit = np.zeros(len(decision))
+    benefit[pick.order] = pick.benefit
+    return replace(
+        result,
+        decision=decision,
+        counts=counts,
+        accepted_per_class=per_class,
+        review_rank=rank,
+        review_benefit=benefit,
+        review_reason={int(i): r for i, r in zip(pick.order, pick.reason, strict=True)},
+    )

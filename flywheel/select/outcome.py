@@ -33,7 +33,17 @@ class SelectionOutcome:
             for j, s in zip(r.neighbor_ids[i], r.neighbor_sims[i], strict=True)
             if j >= 0
         ]
+        review = {}
+        if r.review_rank is not None and r.review_rank[i] >= 0:
+            review = {
+                "review": {
+                    "rank": int(r.review_rank[i]),
+                    "benefit": round(float(r.review_benefit[i]), 5),  # type: ignore[index]
+                    "why": (r.review_reason or {}).get(i, "near_threshold"),
+                }
+            }
         return {
+            **review,
             "decision": Decision(int(r.decision[i])).name.lower(),
             "score": round(float(r.score[i]), 5),
             "classifier_prob": round(float(r.classifier_prob[i]), 5),

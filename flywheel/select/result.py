@@ -33,3 +33,8 @@ class SelectionResult:
     accepted_per_class: np.ndarray  # (C,) int64
     calibration: Calibration
     counts: dict[str, int]  # pool, accepted, needs_review, rejected, capped
+    # The review queue's order and why, where a strategy ranks it (select/review_queue.py):
+    # (n,) int64 rank (0 = ask first; -1 = not queued), float64 benefit, reason per sample.
+    review_rank: np.ndarray | None = None
+    review_benefit: np.ndarray | None = None
+    review_reason: dict[int, str] | None = None

@@ -63,13 +63,17 @@ def test_two_cycles_end_to_end(tiny_settings: Settings) -> None:
     with ws.db.session() as s:
         cycles = s.scalars(select(Cycle).order_by(Cycle.id)).all()
         pseudo = s.scalars(select(Label).where(Label.source == "pseudo")).all()
-        reviews = s.scalars(select(ReviewItem)).all()
+        reviews = s.scalars(select(ReviewItem).order_by(ReviewItem.id)).all()
     assert [c.state for c in cycles] == [first.state, second.state]
     assert all(c.progress == 1.0 and c.mlflow_run_id for c in cycles)
     assert cycles[0].dataset_version_out == first.dataset_version
     # Every pseudo-label carries its evidence and the cycle that made it.
     assert all(p.cycle_id in (1, 2) and "neighbors" in p.evidence for p in pseudo)
     assert all(r.evidence["decision"] == "needs_review" for r in reviews)
+    # Each cycle's review items are queued in the order of expected benefit.
+    for cycle_id in (1, 2):
+        ranks = [r.evidence["review"]["rank"] for r in reviews if r.cycle_id == cycle_id]
+        assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
     version = ws.versions.resolve(first.dataset_version)
     assert version.stats["by_source"].get("pseudo", 0) == first.metrics["accepted"]
     run = registry.client.get_run(cycles[0].mlflow_run_id)

@@ -202,3 +202,7 @@ def test_the_review_queue_takes_disputed_and_near_threshold_items_not_duplicates
     assert out.counts["disputed_by_champion"] == 1 and out.counts["accepted"] == 0
     assert (out.decision[[1, 3]] == Decision.NEEDS_REVIEW).sum() == 1
     assert out.counts["review_disputed"] == 1
+    # The queue's order and reasons travel with the result, for the evidence of each item.
+    assert sorted(out.review_rank[out.review_rank >= 0].tolist()) == [0, 1]
+    assert out.review_reason[0] == "disputed" and out.review_rank[2] == -1
+    assert out.review_benefit[0] > 0
