@@ -51,6 +51,7 @@ LEARNING = {
     "steps_per_epoch": 4,
     "width": 16,
     "batch_size": 32,
+    "augment": "digits",
 }
 WRONG_HUMAN_LABELS = 8  # an annotator's mistakes, for the label audit to find
 
@@ -92,6 +93,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         learning=LEARNING,
         # No cycles started from the page here; revocations seen at once.
         api={"auth_cache_seconds": 0, "run_cycles_in_process": False},
+        # 30 seed labels and the pseudo-labels the certified selection dares on 240 digits
+        # are the drift reference: fewer than the default 50 when the models are this small.
+        drift={"min_recent": 30},
     )
     ws = open_workspace(settings)
     plan = SplitPlan(labels_per_class=3, test_fraction=0.2, seed=0)

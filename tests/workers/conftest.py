@@ -31,7 +31,10 @@ from flywheel.workspace import Workspace, open_workspace
 LEARNING = {
     "ssl_epochs": 2,
     "train_epochs": 60,
+    # Cycle 2 continues from the champion: long enough to be killed mid-training.
+    "continue_epochs": 60,
     "fixmatch_epochs": 1,
+    "augment": "digits",
     "steps_per_epoch": 4,
     "width": 8,
     "batch_size": 32,

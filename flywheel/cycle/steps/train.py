@@ -153,6 +153,9 @@ def run_train_step(
         step(CycleState.EVALUATING, 0.85, "evaluating on the frozen test split")
         judged = judge(registry.load(registered.version), champion_model, data, learning)
         metrics = cycle_metrics(judged, outputs, version, data)
+        if registered.run_id:  # what the dead attempt started from, as its run recorded
+            params = registry.client.get_run(registered.run_id).data.params
+            metrics["started_from"] = params.get("started_from")
         model_version, gate = registered.version, judged.gate
     else:
         if cycle.mlflow_run_id:

@@ -91,7 +91,7 @@ def test_each_step_run_again_returns_its_output_and_writes_nothing(ws, registry)
     c2 = second.cycle_id
     before, row_before = totals(ws, registry), cycle_row(ws, c2)
     row1_before = cycle_row(ws, first.cycle_id)
-    assert row_before["outputs"].keys() == {"consensus", "selection", "train"}
+    assert row_before["outputs"].keys() == {"consensus", "profile", "selection", "train"}
 
     assert run_consensus_step(ws, c2) == row_before["outputs"]["consensus"]
     assert run_select_step(ws, registry, c2) == second.dataset_version
@@ -112,8 +112,14 @@ def test_each_step_run_again_returns_its_output_and_writes_nothing(ws, registry)
 # --- 2. select died after its labels committed -----------------------------------------------
 def test_select_recovers_after_labels_committed_before_the_snapshot(ws, registry) -> None:
     ingest_digits(ws, N_DIGITS)
-    run_cycle(ws, registry, ws.settings.learning)  # a champion: cycle 2 selects pseudo-labels
-    c2 = start_cycle(ws, ws.settings.learning)
+    # Cycle 1 a labels-only bootstrap and cycle 2 the quota strategy, which always accepts:
+    # cycle 2's labels then make a version of their own (tiny models certify little, and a
+    # cycle that retracted all of cycle 1's labels would snapshot the seed version again).
+    learning = ws.settings.learning.model_copy(
+        update={"fixmatch": "first", "selection": "agreement"}
+    )
+    run_cycle(ws, registry, learning)  # a champion: cycle 2 selects pseudo-labels
+    c2 = start_cycle(ws, learning)
     run_consensus_step(ws, c2)
     version = run_select_step(ws, registry, c2)
     labels_before = count(ws, Label, Label.cycle_id == c2)
@@ -142,7 +148,7 @@ def test_select_recovers_after_labels_committed_before_the_snapshot(ws, registry
     assert run_select_step(ws, registry, c2) == version
     assert count(ws, DatasetVersion) == versions
     # And the cycle goes on from there.
-    result = run_cycle(ws, registry, ws.settings.learning, cycle_id=c2)
+    result = run_cycle(ws, registry, learning, cycle_id=c2)
     assert result.dataset_version == version
     assert count(ws, Label, Label.cycle_id == c2) == labels_before
 

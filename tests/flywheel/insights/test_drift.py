@@ -13,7 +13,8 @@ from sqlalchemy import select
 from flywheel.config import DriftSettings, Settings
 from flywheel.cycle.runner import run_cycle
 from flywheel.cycle.triggers import check_drift_and_trigger
-from flywheel.db import Cycle, Sample
+from flywheel.db import Cycle, Label, Sample
+from flywheel.db.labels import is_current
 from flywheel.errors import InvalidInputError
 from flywheel.insights.drift import (
     knn_distance_ratio,
@@ -138,7 +139,16 @@ def test_measure_drift_end_to_end(settings: Settings) -> None:
     _predict(ws, serving, pool[30:60])
     calm = measure_drift(ws, registry, drift)
     assert calm is not None
-    assert (calm.recent, calm.reference, calm.model_version) == (60, 100, champion.version)
+    # The reference: the champion's training inputs (human and pseudo labels) not recent.
+    with ws.db.session() as s:
+        trained = set(s.scalars(select(Label.sample_id).where(is_current()))) - set(pool[:60])
+        trained -= set(s.scalars(select(Sample.id).where(Sample.split == "test")))
+    assert len(trained) >= 100  # the 100 seed labels and the first cycle's pseudo-labels
+    assert (calm.recent, calm.reference, calm.model_version) == (
+        60,
+        len(trained),
+        champion.version,
+    )
     assert not calm.drifted and calm.p_value > 0.05
     assert calm.threshold == THRESHOLD and calm.computed_at.tzinfo is not None
 
