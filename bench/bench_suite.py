@@ -9,13 +9,17 @@ only to score pseudo-labels). Compared in the same run:
 
 - ``flywheel``: the real pipeline with the defaults a newcomer gets (only the seed is set,
   unless ``--learning KEY=VALUE`` says otherwise), the champion's test accuracy after every
-  cycle, pseudo-label precision and coverage;
-- ``supervised``: Flywheel's classifier on the N labels alone (the data's channels);
+  cycle, pseudo-label precision and coverage, and the data profile the wheel chose;
+- ``supervised``: Flywheel's classifier on the N labels alone (the data's channels, the
+  augmentation preset the wheel's profile chose);
 - ``label_spreading``: sklearn's LabelSpreading on pixels;
 - ``full``: Flywheel's classifier on every pool label (the ceiling of what labels give).
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_suite.py --seeds 0 1 2 --cycles 5
-    .venv/bin/python bench/bench_suite.py --report bench/results/suite.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_suite.py --seeds 0 1 2 --cycles 5 \
+        --jobs 2 --plots docs
+    .venv/bin/python bench/bench_suite.py --report bench/results/suite.json --plots docs
+
+``--jobs`` runs that many (set, seed) runs side by side, each with its share of the cores.
 """
 
 from __future__ import annotations
