@@ -31,8 +31,11 @@ from flywheel.workspace import Workspace, open_workspace
 LEARNING = {
     "ssl_epochs": 2,
     "train_epochs": 60,
-    # Cycle 2 continues from the champion: long enough to be killed mid-training.
+    # Cycle 2 continues from the champion for 60 plain epochs (no consistency term: every
+    # step stays far shorter than the visibility timeout below, yet a worker can be killed
+    # mid-training).
     "continue_epochs": 60,
+    "fixmatch": "first",
     "fixmatch_epochs": 1,
     "augment": "digits",
     "steps_per_epoch": 4,
