@@ -22,12 +22,12 @@ for a model that is already confident is plain self-training on its own mistakes
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 ThresholdMode = Literal["fixed", "flexmatch", "freematch"]
-THRESHOLD_MODES: tuple[str, ...] = ("fixed", "flexmatch", "freematch")
+THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)  # the names, said once
 
 
 class ConsistencyThresholds:
