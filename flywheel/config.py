@@ -274,6 +274,11 @@ class LearningSettings(BaseModel):
     # Continue from the champion (same classes and input) instead of the SSL backbone, for
     # continue_epochs: each cycle then adds training rather than repeating it.
     warm_start: bool = True
+    # Targets for the pool samples selection did not accept (training signal only, never
+    # written as labels): "propagation" spreads the human labels over the cycle's embedding,
+    # each target weighted by its certainty (flywheel.select.teacher); "none": only
+    # FixMatch's own pseudo-labels teach the rest of the pool.
+    teacher: Literal["propagation", "none"] = "propagation"
     continue_epochs: int = Field(default=4, gt=0)
     # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
     # anchors must agree, class-balanced quota growing per cycle (measured best on digits);

@@ -99,6 +99,7 @@ def fit_classifier(
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
     start_from: nn.Module | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainedClassifier:
     """Backbone (from SSL when present) + head on human labels and accepted pseudo-labels.
 
@@ -107,13 +108,22 @@ def fit_classifier(
     adds the consistency term over the whole pool, with ``learning.consistency_thresholds``.
     ``start_from``: a ``Classifier`` of the same shape (the champion) to continue training;
     such a cycle runs ``continue_epochs``, a fresh start ``fixmatch_epochs``.
+    ``teacher``: (labels, weights), one per pool sample (flywheel.select.teacher): targets
+    for the pool samples that were not accepted, each weighted by its certainty.
     """
     weak, strong = augmentations(learning)
-    images = np.concatenate([data.labeled.images, data.pool_images[accepted]])
-    labels = np.concatenate([data.labeled.labels, pseudo_labels])
-    weights = class_balanced(
-        labels, np.concatenate([np.ones(len(data.labeled.labels)), pseudo_weights])
+    taught = np.zeros(len(accepted), dtype=bool)
+    if teacher is not None:
+        taught = ~accepted & (teacher[1] > 0)
+    images = np.concatenate(
+        [data.labeled.images, data.pool_images[accepted], data.pool_images[taught]]
     )
+    parts = [(data.labeled.labels, np.ones(len(data.labeled.labels)))]
+    parts.append((pseudo_labels, pseudo_weights))
+    if teacher is not None:
+        parts.append((teacher[0][taught], teacher[1][taught]))
+    labels = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    weights = class_balanced(labels, np.concatenate([p[1] for p in parts]))
     epochs = learning.fixmatch_epochs if fixmatch else learning.train_epochs
     cfg = TrainConfig(
         backbone=learning.backbone,

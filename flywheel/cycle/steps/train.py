@@ -40,7 +40,9 @@ from flywheel.learn.recipe import (
     train_ssl_backbone,
 )
 from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
+from flywheel.learn.snapshots import load_embeddings
 from flywheel.learn.training import EvalResult, evaluate
+from flywheel.select.teacher import PoolTeacher, propagation_teacher
 from flywheel.workspace import Workspace
 
 
@@ -100,6 +102,32 @@ def warm_start_model(
     return champion_model if fits else None
 
 
+def pool_teacher(
+    ws: Workspace, cycle_id: int, data: CycleData, learning: LearningSettings
+) -> PoolTeacher | None:
+    """Targets for the unaccepted pool from the embedding this cycle selected with; None
+    when ``learning.teacher`` is "none" or there is no pool."""
+    if learning.teacher == "none" or not data.pool_ids:
+        return None
+    snapshot = load_embeddings(ws, cycle_id)
+    if snapshot is None:
+        raise InvalidInputError(f"cycle {cycle_id} has no embeddings: run its select step")
+    row = {sid: i for i, sid in enumerate(snapshot.ids.tolist())}
+    missing = [sid for sid in (*data.labeled.ids, *data.pool_ids) if sid not in row]
+    if missing:
+        raise InvalidInputError(
+            f"cycle {cycle_id}'s embeddings lack {len(missing)} of its samples, e.g. {missing[0]}"
+        )
+    vectors = snapshot.vectors
+    return propagation_teacher(
+        vectors[[row[sid] for sid in data.labeled.ids]],
+        vectors[[row[sid] for sid in data.pool_ids]],
+        data.labeled.labels,
+        data.num_classes,
+        learning,
+    )
+
+
 def cycle_metrics(
     judged: Judgement, outputs: dict[str, Any], version: VersionInfo, data: CycleData
 ) -> dict[str, Any]:
@@ -156,6 +184,8 @@ def run_train_step(
         if registered.run_id:  # what the dead attempt started from, as its run recorded
             params = registry.client.get_run(registered.run_id).data.params
             metrics["started_from"] = params.get("started_from")
+        teacher = pool_teacher(ws, cycle_id, data, learning)  # deterministic: as trained
+        metrics["teacher"] = teacher.summary() if teacher is not None else None
         model_version, gate = registered.version, judged.gate
     else:
         if cycle.mlflow_run_id:
@@ -191,6 +221,7 @@ def train_and_register(
     # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
     ssl = train_ssl_backbone(data, learning, Path(ws.settings.data_dir) / "cache" / "ssl")
     start_from = warm_start_model(champion, champion_model, data, learning)
+    teacher = pool_teacher(ws, cycle_id, data, learning)
     profile = outputs.get(PROFILE) or {}
     run_params = {
         **learning.model_dump(),
@@ -200,6 +231,7 @@ def train_and_register(
         "input_size": data.input.size if data.input else None,
         "started_from": f"champion {champion.version}" if start_from and champion else "ssl",
         **{f"profile_{k}": v for k, v in profile.items() if k.endswith("reason")},
+        **({f"teacher_{k}": v for k, v in teacher.summary().items()} if teacher else {}),
     }
     with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
@@ -224,12 +256,14 @@ def train_and_register(
             seed=learning.seed + cycle_id,
             on_epoch=on_epoch,
             start_from=start_from,
+            teacher=(teacher.labels, teacher.weights) if teacher is not None else None,
         )
         step(CycleState.EVALUATING, 0.85, "evaluating on the frozen test split")
         judged = judge(trained.model, champion_model, data, learning)
         candidate, gate = judged.candidate, judged.gate
         metrics = cycle_metrics(judged, outputs, version, data)
         metrics["started_from"] = run_params["started_from"]
+        metrics["teacher"] = teacher.summary() if teacher is not None else None
         registry.log_metrics(
             {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
         )
