@@ -396,3 +396,38 @@ def test_select_step_saves_the_chosen_embedding_of_every_sample(ws, registry) ->
     c2 = start_cycle(ws, ws.settings.learning)
     newest = latest_embeddings(ws)
     assert newest is not None and newest.cycle_id == c1 and c2 > c1
+
+
+# --- 9. the train step teaches the pool from the cycle's embedding ---------------------------
+def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, registry) -> None:
+    from flywheel.learn.data import load_cycle_data
+    from flywheel.learn.snapshots import load_embeddings
+    from flywheel.select.teacher import propagation_teacher
+
+    ingest_digits(ws, N_DIGITS)
+    learning = ws.settings.learning
+    assert learning.teacher == "propagation"
+    first = run_cycle(ws, registry, learning)
+    cycle = load_cycle(ws, first.cycle_id)
+    snap = load_embeddings(ws, first.cycle_id)
+    assert snap is not None
+    data = load_cycle_data(ws.db, ws.blobs, None, 1)
+    expected = propagation_teacher(
+        snap.vectors[snap.split == "labeled"],
+        snap.vectors[snap.split == "pool"],
+        data.labeled.labels,
+        data.num_classes,
+        learning,
+    )
+    assert cycle.metrics["teacher"] == expected.summary()
+    assert cycle.metrics["teacher"]["pool"] == len(data.pool_ids)
+    params = registry.client.get_run(cycle.mlflow_run_id).data.params
+    assert params["teacher"] == "propagation"
+    assert params["teacher_heldout_accuracy"] == str(expected.heldout_accuracy)
+
+    off = run_cycle(ws, registry, learning.model_copy(update={"teacher": "none"}))
+    cycle = load_cycle(ws, off.cycle_id)
+    assert cycle.metrics["teacher"] is None
+    assert (
+        "teacher_heldout_accuracy" not in registry.client.get_run(cycle.mlflow_run_id).data.params
+    )
