@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -75,7 +77,21 @@ def run(
     }
 
 
+def _die_with_parent(every: float = 2.0) -> None:
+    """Exit this worker once the suite's process is gone (the worker is then re-parented),
+    so killing the suite does not leave its workers training on."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _worker_setup(jobs: int) -> None:
+    _die_with_parent()
     # Each process gets its share of the cores: two single-threaded runs side by side beat
     # one two-threaded run on small convolutions, where threads mostly wait.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // jobs))

@@ -51,6 +51,11 @@ __all__ = [
 ]
 
 
+# Held-out evidence needs a label to hold out and one to learn from, in every class: with
+# fewer, nothing can be certified (and the pool teacher takes over, flywheel.select.teacher).
+MIN_LABELS_TO_HOLD_OUT = 2
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     k: int = 10  # labeled neighbours voting per pool sample
@@ -312,7 +317,7 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
         seed=learning.seed,
         index_kind=learning.index_kind,
     )
-    if min_count >= 2:
+    if min_count >= MIN_LABELS_TO_HOLD_OUT:
         folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=learning.seed)
         calib = np.zeros((len(labels), data.num_classes))
         for train_rows, held_out in folds.split(choice.labeled, labels):

@@ -8,6 +8,9 @@ Each target weighs its certainty, ``1 - H(p) / log C`` of the propagated distrib
 sample between clusters teaches little. Why: with one label per class nothing can be held
 out, so calibrated selection accepts nothing and consistency training alone reached 61 % on
 digits (one seed); with these targets the first model reached 96 % (BENCHMARKS §18).
+With five labels a class the same targets were neutral or worse on the generalization suite
+(the embedding's propagation is less accurate than the model it would teach), so the
+default ``auto`` teaches only while selection has no held-out evidence: :func:`teacher_rule`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from flywheel.config import LearningSettings
 from flywheel.errors import InvalidInputError
-from flywheel.select.calibrated import SelectionConfig
+from flywheel.select.calibrated import MIN_LABELS_TO_HOLD_OUT, SelectionConfig
 from flywheel.select.propagation import propagated_votes
 
 
@@ -30,13 +33,35 @@ class PoolTeacher:
     # Cross-fitted accuracy on the human labels (each fold's labels hidden while it is
     # propagated); None when some class has a single label and cannot be held out.
     heldout_accuracy: float | None
+    reason: str = ""  # why the cycle is taught (teacher_rule)
 
     def summary(self) -> dict[str, Any]:
         return {
+            "reason": self.reason,
             "heldout_accuracy": self.heldout_accuracy,
             "mean_certainty": round(float(self.weights.mean()), 4) if len(self.weights) else None,
             "pool": len(self.labels),
         }
+
+
+def teacher_rule(mode: str, labels: np.ndarray, num_classes: int) -> tuple[bool, str]:
+    """(teach?, reason) for ``learning.teacher`` ``mode`` and the human ``labels`` (m,)."""
+    if mode == "none":
+        return False, "teacher: none"
+    if mode == "propagation":
+        return True, "teacher: propagation"
+    if mode != "auto":
+        raise InvalidInputError(f"unknown teacher mode {mode!r}: auto, propagation or none")
+    fewest = int(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).min())
+    if fewest < MIN_LABELS_TO_HOLD_OUT:
+        return True, (
+            f"auto: a class has {fewest} human label(s), so nothing can be held out to certify "
+            "pseudo-labels; label propagation teaches the pool"
+        )
+    return False, (
+        f"auto: every class has at least {MIN_LABELS_TO_HOLD_OUT} human labels, so certified "
+        "pseudo-labels and consistency teach the pool"
+    )
 
 
 def certainty(distributions: np.ndarray) -> np.ndarray:
@@ -55,6 +80,7 @@ def propagation_teacher(
     labels: np.ndarray,
     num_classes: int,
     learning: LearningSettings,
+    reason: str = "",
 ) -> PoolTeacher:
     """Propagate the human ``labels`` (m,) from ``labeled`` (m, d) over a kNN graph of
     ``labeled`` and ``pool`` (n, d) embeddings (unit rows) -> targets for the pool."""
@@ -67,7 +93,7 @@ def propagation_teacher(
         raise InvalidInputError(f"need one label per labeled row, got {len(labels)}")
     if len(pool) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return PoolTeacher(empty, np.zeros(0, dtype=np.float32), None)
+        return PoolTeacher(empty, np.zeros(0, dtype=np.float32), None, reason)
     cfg = SelectionConfig(
         propagation=True,
         propagation_k=learning.k,
@@ -81,4 +107,4 @@ def propagation_teacher(
     if held_out[held_out > 0].min() >= 2:
         accuracy = round(float((cross_fitted.argmax(1) == labels).mean()), 4)
     spread = full[len(labeled) :]
-    return PoolTeacher(spread.argmax(1).astype(np.int64), certainty(spread), accuracy)
+    return PoolTeacher(spread.argmax(1).astype(np.int64), certainty(spread), accuracy, reason)

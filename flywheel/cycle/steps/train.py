@@ -42,7 +42,7 @@ from flywheel.learn.recipe import (
 from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
 from flywheel.learn.snapshots import load_embeddings
 from flywheel.learn.training import EvalResult, evaluate
-from flywheel.select.teacher import PoolTeacher, propagation_teacher
+from flywheel.select.teacher import PoolTeacher, propagation_teacher, teacher_rule
 from flywheel.workspace import Workspace
 
 
@@ -104,11 +104,13 @@ def warm_start_model(
 
 def pool_teacher(
     ws: Workspace, cycle_id: int, data: CycleData, learning: LearningSettings
-) -> PoolTeacher | None:
-    """Targets for the unaccepted pool from the embedding this cycle selected with; None
-    when ``learning.teacher`` is "none" or there is no pool."""
-    if learning.teacher == "none" or not data.pool_ids:
-        return None
+) -> tuple[PoolTeacher | None, dict[str, Any]]:
+    """Targets for the unaccepted pool from the embedding this cycle selected with (None
+    when ``learning.teacher``'s rule says not to teach, or there is no pool), and the
+    summary the cycle's metrics keep."""
+    teach, reason = teacher_rule(learning.teacher, data.labeled.labels, data.num_classes)
+    if not teach or not data.pool_ids:
+        return None, {"reason": reason + (" (but there is no pool)" if teach else "")}
     snapshot = load_embeddings(ws, cycle_id)
     if snapshot is None:
         raise InvalidInputError(f"cycle {cycle_id} has no embeddings: run its select step")
@@ -119,13 +121,15 @@ def pool_teacher(
             f"cycle {cycle_id}'s embeddings lack {len(missing)} of its samples, e.g. {missing[0]}"
         )
     vectors = snapshot.vectors
-    return propagation_teacher(
+    teacher = propagation_teacher(
         vectors[[row[sid] for sid in data.labeled.ids]],
         vectors[[row[sid] for sid in data.pool_ids]],
         data.labeled.labels,
         data.num_classes,
         learning,
+        reason,
     )
+    return teacher, teacher.summary()
 
 
 def cycle_metrics(
@@ -184,8 +188,7 @@ def run_train_step(
         if registered.run_id:  # what the dead attempt started from, as its run recorded
             params = registry.client.get_run(registered.run_id).data.params
             metrics["started_from"] = params.get("started_from")
-        teacher = pool_teacher(ws, cycle_id, data, learning)  # deterministic: as trained
-        metrics["teacher"] = teacher.summary() if teacher is not None else None
+        metrics["teacher"] = pool_teacher(ws, cycle_id, data, learning)[1]  # as trained
         model_version, gate = registered.version, judged.gate
     else:
         if cycle.mlflow_run_id:
@@ -221,7 +224,7 @@ def train_and_register(
     # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
     ssl = train_ssl_backbone(data, learning, Path(ws.settings.data_dir) / "cache" / "ssl")
     start_from = warm_start_model(champion, champion_model, data, learning)
-    teacher = pool_teacher(ws, cycle_id, data, learning)
+    teacher, taught = pool_teacher(ws, cycle_id, data, learning)
     profile = outputs.get(PROFILE) or {}
     run_params = {
         **learning.model_dump(),
@@ -231,7 +234,7 @@ def train_and_register(
         "input_size": data.input.size if data.input else None,
         "started_from": f"champion {champion.version}" if start_from and champion else "ssl",
         **{f"profile_{k}": v for k, v in profile.items() if k.endswith("reason")},
-        **({f"teacher_{k}": v for k, v in teacher.summary().items()} if teacher else {}),
+        **{f"teacher_{k}": v for k, v in taught.items()},
     }
     with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
@@ -263,7 +266,7 @@ def train_and_register(
         candidate, gate = judged.candidate, judged.gate
         metrics = cycle_metrics(judged, outputs, version, data)
         metrics["started_from"] = run_params["started_from"]
-        metrics["teacher"] = teacher.summary() if teacher is not None else None
+        metrics["teacher"] = taught
         registry.log_metrics(
             {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
         )

@@ -405,8 +405,7 @@ def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, reg
     from flywheel.select.teacher import propagation_teacher
 
     ingest_digits(ws, N_DIGITS)
-    learning = ws.settings.learning
-    assert learning.teacher == "propagation"
+    learning = ws.settings.learning.model_copy(update={"teacher": "propagation"})
     first = run_cycle(ws, registry, learning)
     cycle = load_cycle(ws, first.cycle_id)
     snap = load_embeddings(ws, first.cycle_id)
@@ -418,6 +417,7 @@ def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, reg
         data.labeled.labels,
         data.num_classes,
         learning,
+        "teacher: propagation",
     )
     assert cycle.metrics["teacher"] == expected.summary()
     assert cycle.metrics["teacher"]["pool"] == len(data.pool_ids)
@@ -425,9 +425,11 @@ def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, reg
     assert params["teacher"] == "propagation"
     assert params["teacher_heldout_accuracy"] == str(expected.heldout_accuracy)
 
+    # The default asks the labels: every class has several, so selection can be certified
+    # and the pool is not taught; the reason says so.
+    assert ws.settings.learning.teacher == "auto"
+    auto = load_cycle(ws, run_cycle(ws, registry, ws.settings.learning).cycle_id)
+    assert auto.metrics["teacher"]["reason"].startswith("auto: every class has at least 2")
+    assert "teacher_heldout_accuracy" not in registry.client.get_run(auto.mlflow_run_id).data.params
     off = run_cycle(ws, registry, learning.model_copy(update={"teacher": "none"}))
-    cycle = load_cycle(ws, off.cycle_id)
-    assert cycle.metrics["teacher"] is None
-    assert (
-        "teacher_heldout_accuracy" not in registry.client.get_run(cycle.mlflow_run_id).data.params
-    )
+    assert load_cycle(ws, off.cycle_id).metrics["teacher"] == {"reason": "teacher: none"}

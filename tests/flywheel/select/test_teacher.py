@@ -9,7 +9,7 @@ import pytest
 
 from flywheel.config import LearningSettings
 from flywheel.errors import InvalidInputError
-from flywheel.select.teacher import certainty, propagation_teacher
+from flywheel.select.teacher import certainty, propagation_teacher, teacher_rule
 
 
 def test_certainty_is_one_minus_normalised_entropy() -> None:
@@ -67,3 +67,16 @@ def test_an_empty_pool_gives_empty_targets() -> None:
 def test_mismatched_inputs_are_refused(labeled, pool, labels) -> None:
     with pytest.raises(InvalidInputError):
         propagation_teacher(labeled, pool, labels, 3, LearningSettings())
+
+
+def test_auto_teaches_only_while_a_class_cannot_be_held_out() -> None:
+    two_each, one_short = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 2, 2])
+    assert teacher_rule("auto", two_each, 3)[0] is False
+    teach, reason = teacher_rule("auto", one_short, 3)
+    assert teach and "a class has 1 human label" in reason
+    # A class no one labeled yet cannot be held out either.
+    assert teacher_rule("auto", two_each, 4)[0] is True
+    assert teacher_rule("propagation", two_each, 3)[0] is True
+    assert teacher_rule("none", one_short, 3)[0] is False
+    with pytest.raises(InvalidInputError):
+        teacher_rule("always", two_each, 3)
