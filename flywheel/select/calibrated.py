@@ -81,6 +81,10 @@ class SelectionConfig:
     # A class accepts pseudo-labels only with this many held-out predictions of it: with
     # fewer there is no evidence of that class's precision, whatever the shared fit says.
     min_class_evidence: int = 3
+    # And the shared score-to-precision fit needs this many held-out predictions in all: on
+    # faces, 10 (all correct) let it extrapolate to 99 % for labels that were 95 % precise
+    # (BENCHMARKS §17); the bootstrap cannot show the uncertainty of so few.
+    min_total_evidence: int = 20
     confidence: float = 0.9  # level of the bootstrap lower band on P(correct | score)
     n_bootstrap: int = 100
     seed: int = 0
@@ -243,9 +247,9 @@ def select_pseudo_labels(
         n_bootstrap=cfg.n_bootstrap,
         seed=cfg.seed,
     )
-    thresholds = np.where(
-        calibration.n_calibration >= cfg.min_class_evidence, calibration.thresholds, np.inf
-    )
+    enough = calibration.n_calibration >= cfg.min_class_evidence
+    enough &= len(calib_labels) >= cfg.min_total_evidence
+    thresholds = np.where(enough, calibration.thresholds, np.inf)
     # A class that cannot reach the target still sends its most confident samples to review.
     review_thresholds = np.minimum(thresholds, 1.0) - cfg.review_band
     passed = score >= thresholds[label]
@@ -325,6 +329,8 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
                 fit(train_rows), choice.labeled[held_out], data.num_classes
             )
         how = f"{folds.n_splits}-fold out-of-fold on {len(labels)} human labels"
+        if len(labels) < cfg.min_total_evidence:
+            how += f" (fewer than {cfg.min_total_evidence}: nothing accepted until reviews add)"
     else:
         # One label in some class: nothing is held out, so no class has evidence of its
         # precision. The in-sample fit still ranks the review queue; nothing is accepted.

@@ -174,6 +174,20 @@ def test_a_class_without_held_out_evidence_accepts_nothing():
     assert relaxed.decision[0] == Decision.ACCEPTED
 
 
+def test_too_few_held_out_predictions_in_all_accept_nothing():
+    pool, pool_probs, labeled, labels, calib, calib_probs, calib_labels = _planted()
+    # 6 held-out rows a class: each class clears its floor of 3, but 18 in all are too few
+    # for the shared score-to-precision fit (20).
+    keep = np.concatenate([np.flatnonzero(calib_labels == c)[:6] for c in range(3)])
+    args = (pool, pool_probs, labeled, labels, calib[keep], calib_probs[keep], calib_labels[keep])
+    config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
+    r = select_pseudo_labels(*args, num_classes=3, config=config)
+    assert r.calibration.n_calibration.tolist() == [6, 6, 6]
+    assert np.isinf(r.thresholds).all() and (r.decision != Decision.ACCEPTED).all()
+    relaxed = select_pseudo_labels(*args, 3, replace(config, min_total_evidence=18))
+    assert relaxed.decision[0] == Decision.ACCEPTED
+
+
 def test_the_review_queue_takes_disputed_and_near_threshold_items_not_duplicates():
     from flywheel.config import LearningSettings
     from flywheel.learn.embeddings import EmbeddingChoice
