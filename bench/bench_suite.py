@@ -47,7 +47,12 @@ from flywheel.config import LearningSettings
 
 
 def run(
-    s: ImageSet, seed: int, labels_per_class: int, cycles: int, overrides: dict[str, str]
+    s: ImageSet,
+    seed: int,
+    labels_per_class: int,
+    cycles: int,
+    overrides: dict[str, str],
+    baselines: bool = True,
 ) -> dict[str, Any]:
     sp = split(s, labels_per_class, seed)
     learning = LearningSettings(**{**overrides, "seed": seed})
@@ -58,7 +63,7 @@ def run(
     everything = np.concatenate([sp.labeled, sp.pool])
     # The baselines train with the augmentation preset the wheel's profile chose.
     learning = learning.model_copy(update={"augment": fw["profile"]["augment"]})
-    return {
+    row: dict[str, Any] = {
         "set": s.name,
         "seed": seed,
         "labels_per_class": labels_per_class,
@@ -67,6 +72,11 @@ def run(
         "cycles": fw["cycles"],
         "profile": fw["profile"],
         "seconds_per_cycle": round(t.seconds / cycles, 1),
+    }
+    if not baselines:  # an ablation: the same run's baselines are elsewhere
+        return {**row, **dict.fromkeys(BASELINES)}
+    return {
+        **row,
         "supervised": wheel.supervised_accuracy(
             s.images, s.labels, sp.labeled, sp.test, learning, c
         ),
@@ -100,9 +110,14 @@ def _worker_setup(jobs: int) -> None:
 
 
 def run_job(
-    name: str, seed: int, labels_per_class: int, cycles: int, overrides: dict[str, str]
+    name: str,
+    seed: int,
+    labels_per_class: int,
+    cycles: int,
+    overrides: dict[str, str],
+    baselines: bool = True,
 ) -> dict[str, Any]:
-    row = run(SETS[name](), seed, labels_per_class, cycles, overrides)
+    row = run(SETS[name](), seed, labels_per_class, cycles, overrides, baselines)
     row["learning"] = overrides
     return row
 
@@ -135,7 +150,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"{100 * per_cycle[:, -1].min():.1f}",
                 f"{100 * np.mean(precision):.1f}" if precision else "-",
                 f"{100 * np.mean([c['pseudo_coverage'] or 0.0 for c in last]):.1f}",
-                *(f"{100 * np.mean([r[k] for r in runs]):.1f}" for k in BASELINES),
+                *(_mean_pct([r[k] for r in runs]) for k in BASELINES),
                 len(runs),
                 f"{np.mean([r['seconds_per_cycle'] for r in runs]):.0f}",
             ]
@@ -147,6 +162,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 BASELINES = ("supervised", "label_spreading", "full")
+
+
+def _mean_pct(values: list[float | None]) -> str:
+    return "-" if any(v is None for v in values) else f"{100 * np.mean(values):.1f}"
+
+
 BASELINE_STYLE = {"supervised": ":", "label_spreading": "-.", "full": "--"}
 
 
@@ -163,6 +184,8 @@ def plot_sets(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         left.plot(x, acc.mean(0), "o-", color="C0", label=f"flywheel champion ({len(runs)} seeds)")
         left.fill_between(x, acc.min(0), acc.max(0), color="C0", alpha=0.2)
         for key, style in BASELINE_STYLE.items():
+            if any(r[key] is None for r in runs):
+                continue
             mean = 100 * np.mean([r[key] for r in runs])
             left.axhline(mean, ls=style, color="grey", label=f"{key} {mean:.1f}")
         left.set(xlabel="cycle", ylabel="test accuracy (%)", title=name, xticks=x)
@@ -196,6 +219,9 @@ def main() -> None:
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
     ap.add_argument("--plots", type=Path, help="also draw one PNG per data set in this folder")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one per core)")
+    ap.add_argument(
+        "--no-baselines", action="store_true", help="the wheel only (an ablation of settings)"
+    )
     args = ap.parse_args()
     if args.report:
         rows = [row for path in args.report for row in read_json(path)]
@@ -211,7 +237,15 @@ def main() -> None:
         ProcessPoolExecutor(args.jobs, get_context("spawn"), _worker_setup, (args.jobs,)) as pool,
     ):
         futures = [
-            pool.submit(run_job, name, seed, args.labels_per_class, args.cycles, overrides)
+            pool.submit(
+                run_job,
+                name,
+                seed,
+                args.labels_per_class,
+                args.cycles,
+                overrides,
+                not args.no_baselines,
+            )
             for name, seed in jobs
         ]
         for future in as_completed(futures):
