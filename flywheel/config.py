@@ -274,14 +274,14 @@ class LearningSettings(BaseModel):
     # Continue from the champion (same classes and input) instead of the SSL backbone, for
     # continue_epochs: each cycle then adds training rather than repeating it.
     warm_start: bool = True
+    continue_epochs: int = Field(default=4, gt=0)
     # Targets for the pool samples selection did not accept (training signal only, never
     # written as labels): "propagation" spreads the human labels over the cycle's embedding,
     # each target weighted by its certainty (flywheel.select.teacher); "none": only
     # FixMatch's own pseudo-labels teach the rest of the pool; "auto": propagation only
     # while a class has a single label, so nothing can be held out and certified (measured:
-    # +35 points on digits at 1 label a class; neutral or worse with 5, BENCHMARKS §18).
+    # 70 -> 93 % on digits at 1 label a class; neutral or worse with 5, BENCHMARKS §18).
     teacher: Literal["auto", "propagation", "none"] = "auto"
-    continue_epochs: int = Field(default=4, gt=0)
     # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
     # anchors must agree, class-balanced quota growing per cycle (measured best on digits);
     # "calibrated": per-class thresholds calibrated on held-out human labels to reach
