@@ -22,7 +22,8 @@ from harness.workspaces import ingest_digits, scratch
 from flywheel.config import Settings
 from flywheel.cycle.runner import run_cycle
 from flywheel.learn.data import load_cycle_data
-from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
+from flywheel.learn.embedding_store import EmbeddingStore
+from flywheel.learn.embeddings import choose_embedding
 from flywheel.learn.recipe import classifier_probs, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry
 from flywheel.select.outcome import pseudo_anchors
@@ -48,7 +49,7 @@ def pipeline(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
             {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids},
             data.labeled.labels,
-            EmbeddingCache(tmp / "emb"),
+            EmbeddingStore(str(tmp / "emb")),
         )
         probs = classifier_probs(registry.load("challenger"), data.pool_images, 10)
         ws.close()

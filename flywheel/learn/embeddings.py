@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import PCA
 from torch import nn
 
 from flywheel.datasets.fingerprint import Fingerprint, fingerprint
+from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.index import build_index, normalize, search
 from flywheel.learn.ssl.embed import embed
 
@@ -51,30 +51,6 @@ def loo_knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> 
     return correct / len(labels)
 
 
-class EmbeddingCache:
-    """Rows keyed by (sample id, model fingerprint) under ``folder``: unchanged work is reused."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-
-    def get(
-        self, fingerprint: str, ids: list[str], compute: Callable[[list[str]], np.ndarray]
-    ) -> np.ndarray:
-        path = self.folder / f"{fingerprint}.npz"
-        known: dict[str, np.ndarray] = {}
-        if path.exists():
-            with np.load(path) as f:
-                known = dict(zip(f["ids"].tolist(), f["vectors"], strict=True))
-        missing = [i for i in ids if i not in known]
-        if missing:
-            known.update(zip(missing, compute(missing), strict=True))
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, ids=np.array(list(known)), vectors=np.stack(list(known.values())))
-            tmp.replace(path)  # atomic publish: a reader sees the old or the new file
-        return np.stack([known[i] for i in ids]).astype(np.float32)
-
-
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
     """The key of ``module``'s embeddings: its weights, ``extra`` and ``EMBEDDING_VERSION``."""
     key = Fingerprint("embedding", EMBEDDING_VERSION).add(extra)
@@ -88,14 +64,15 @@ def choose_embedding(
     images: dict[str, np.ndarray],
     ids: dict[str, list[str]],
     labeled_labels: np.ndarray,
-    cache: EmbeddingCache,
+    store: EmbeddingStore,
     pca_dim: int = 32,
     k: int = 5,
 ) -> EmbeddingChoice:
     """Embed ``labeled``, ``pool`` and ``test`` with every candidate and keep the best.
 
-    ``images``/``ids`` have keys "labeled", "pool", "test"; ``candidates`` maps a name to a
-    backbone taking float (N, C, H, W) in [0, 1]. PCA is fitted on the pool (unlabeled).
+        ``images``/``ids`` have keys "labeled", "pool", "test"; ``candidates`` maps a name to a
+        backbone taking float (N, C, H, W) in [0, 1]; its vectors are kept in ``store`` and only
+    what the store lacks is embedded. PCA is fitted on the pool (unlabeled).
     """
     parts = ("labeled", "pool", "test")
     lookup = {sid: (part, j) for part in parts for j, sid in enumerate(ids[part])}
@@ -112,7 +89,7 @@ def choose_embedding(
     for name, module in candidates.items():
         fp = model_fingerprint(module, name)
         fingerprints[name] = fp
-        results[name] = {p: cache.get(fp, ids[p], embedder(module)) for p in parts}
+        results[name] = {p: store.ensure(fp, ids[p], embedder(module)) for p in parts}
     flat = {p: images[p].reshape(len(images[p]), -1).astype(np.float32) / 255.0 for p in parts}
     fit_on = flat["pool"] if len(flat["pool"]) >= pca_dim else flat["labeled"]
     pca = PCA(n_components=min(pca_dim, *fit_on.shape), random_state=0).fit(fit_on)

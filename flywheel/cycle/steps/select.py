@@ -33,7 +33,8 @@ from flywheel.cycle.state import (
 )
 from flywheel.db.models import CycleState
 from flywheel.learn.data import CycleData
-from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
+from flywheel.learn.embedding_store import EmbeddingStore
+from flywheel.learn.embeddings import choose_embedding
 from flywheel.learn.recipe import classifier_probs, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.snapshots import save_embeddings
@@ -102,7 +103,7 @@ def select_and_write(
         {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
         {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids},
         data.labeled.labels,
-        EmbeddingCache(data_dir / "cache" / "embeddings"),
+        EmbeddingStore(ws.settings.storage_root),
     )
     save_embeddings(ws, cycle_id, choice, data)
 

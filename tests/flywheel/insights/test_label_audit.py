@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ from flywheel.insights.label_audit import (
     rank_by_self_confidence,
 )
 from flywheel.learn.data import CycleData, load_cycle_data
-from flywheel.learn.embeddings import EmbeddingCache, choose_embedding
+from flywheel.learn.embedding_store import EmbeddingStore
+from flywheel.learn.embeddings import choose_embedding
 from flywheel.learn.snapshots import save_embeddings
 from flywheel.store.ingest import SplitPlan, ingest_candidates
 from flywheel.store.ingest_sources import digits_candidates
@@ -148,7 +148,7 @@ def embedded_digits(ws: Workspace, n: int = 500, labels_per_class: int = 20) -> 
     parts = ("labeled", "pool", "test")
     images = {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images}
     ids = {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids}
-    cache = EmbeddingCache(Path(ws.settings.data_dir) / "cache")
+    cache = EmbeddingStore(ws.settings.storage_root)
     choice = choose_embedding({}, {p: images[p] for p in parts}, ids, data.labeled.labels, cache)
     save_embeddings(ws, start_cycle(ws, ws.settings.learning), choice, data)
     return data

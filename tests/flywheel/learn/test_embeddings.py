@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from flywheel.learn.embeddings import EmbeddingCache, choose_embedding, loo_knn_accuracy
+from flywheel.learn.embedding_store import EmbeddingStore
+from flywheel.learn.embeddings import choose_embedding, loo_knn_accuracy
 
 
 def test_loo_knn_accuracy_on_planted_clusters() -> None:
@@ -14,20 +15,6 @@ def test_loo_knn_accuracy_on_planted_clusters() -> None:
     # neighbour of sample 1 (cos 0.998 vs 0.995 to sample 0), so sample 1 is wrong too.
     y = np.array([0, 0, 1, 1, 1])
     assert loo_knn_accuracy(x, y, k=1) == 0.6
-
-
-def test_cache_reuses_rows(tmp_path: Path) -> None:
-    cache = EmbeddingCache(tmp_path)
-    calls: list[list[str]] = []
-
-    def compute(ids: list[str]) -> np.ndarray:
-        calls.append(ids)
-        return np.array([[float(len(i)), 1.0] for i in ids], dtype=np.float32)
-
-    first = cache.get("fp", ["a", "bb"], compute)
-    second = cache.get("fp", ["bb", "a", "ccc"], compute)
-    assert calls == [["a", "bb"], ["ccc"]]  # only the new sample is computed
-    assert np.array_equal(second[:2], first[::-1])
 
 
 class Flatten(nn.Module):
@@ -59,7 +46,9 @@ def test_choice_by_evidence_and_the_single_label_rule(tmp_path: Path) -> None:
             return torch.randn(len(x), 8, generator=torch.Generator().manual_seed(len(x)))
 
     labels = np.array([0, 0, 0, 1, 1, 1])
-    choice = choose_embedding({"noise": Noise()}, arrays, ids, labels, EmbeddingCache(tmp_path))
+    choice = choose_embedding(
+        {"noise": Noise()}, arrays, ids, labels, EmbeddingStore(str(tmp_path))
+    )
     assert choice.name == "pca" and choice.scores["pca"] == 1.0
     assert choice.pool.shape[0] == 40 and np.allclose(np.linalg.norm(choice.pool, axis=1), 1)
     one_each = choose_embedding(
@@ -67,6 +56,6 @@ def test_choice_by_evidence_and_the_single_label_rule(tmp_path: Path) -> None:
         {**arrays, "labeled": labeled[[0, 3]]},
         {**ids, "labeled": ["l0", "l3"]},
         np.array([0, 1]),
-        EmbeddingCache(tmp_path / "b"),
+        EmbeddingStore(str(tmp_path / "b")),
     )
     assert one_each.name == "noise"  # blind judge: the learned candidate is used

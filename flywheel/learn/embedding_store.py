@@ -1,0 +1,145 @@
+"""Embeddings kept under the storage root, keyed by (sample id, embedding fingerprint).
+
+Layout: ``<root>/embeddings/<fingerprint>/<shard>.parquet``, two columns: ``sample_id``
+(string) and ``vector`` (fixed-size list of float32). A shard is named by the ids it holds,
+so writing it again writes the same name, and ``storage.write_once`` keeps the first copy:
+a retried or duplicated shard task changes nothing. A cycle asks ``ensure`` for its ids and
+computes only those no shard holds yet; a pool that grows by 1 % costs 1 % of an embedding.
+
+Shards are the unit of work and of reading: nothing here holds more than the requested rows
+plus one shard at a time.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from flywheel.datasets.fingerprint import fingerprint
+from flywheel.errors import InvalidInputError, NotFoundError
+from flywheel.store import storage
+
+STORE_FOLDER = "embeddings"
+SHARD_FORMAT = 1  # bump when the shard layout changes: old shards are then not read
+DEFAULT_SHARD_SIZE = 4096  # rows per shard written by ``ensure``
+_HEX = frozenset("0123456789abcdef")
+
+
+def shard_name(ids: Sequence[str]) -> str:
+    """A shard's file name: a digest of the ids it holds, in order."""
+    return fingerprint("embedding-shard", SHARD_FORMAT, *ids, length=32) + ".parquet"
+
+
+def _shard_bytes(ids: Sequence[str], vectors: np.ndarray) -> bytes:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.table(
+        {
+            "sample_id": pa.array(list(ids), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+class EmbeddingStore:
+    """Write-once embedding shards under a storage root (local path or any fsspec URI)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._loc = storage.open_location(root)
+
+    def _folder(self, fp: str) -> str:
+        if not fp or len(fp) > 64 or not _HEX.issuperset(fp):
+            raise InvalidInputError(f"not an embedding fingerprint: {fp!r}")
+        return self._loc.path(STORE_FOLDER, fp)
+
+    def shards(self, fp: str) -> list[str]:
+        """Paths of ``fp``'s published shards, in name order (temp files are skipped)."""
+        selector = pafs.FileSelector(self._folder(fp), allow_not_found=True)
+        infos = self._loc.fs.get_file_info(selector)
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+        )
+
+    def _read(self, path: str, columns: list[str]) -> pa.Table:
+        return pq.read_table(io.BytesIO(storage.read_bytes(self._loc.fs, path)), columns=columns)
+
+    def known_ids(self, fp: str) -> set[str]:
+        """Every sample id with a vector for ``fp`` (reads the id column only)."""
+        known: set[str] = set()
+        for path in self.shards(fp):
+            known.update(self._read(path, ["sample_id"]).column(0).to_pylist())
+        return known
+
+    def put(self, fp: str, ids: Sequence[str], vectors: np.ndarray) -> bool:
+        """Write one shard of ``ids`` -> ``vectors`` (float (n, d)); False if it existed."""
+        if vectors.ndim != 2 or len(ids) != len(vectors) or not len(ids):
+            raise InvalidInputError(
+                f"a shard needs one vector per id: {len(ids)} ids, shape {vectors.shape}"
+            )
+        path = f"{self._folder(fp)}/{shard_name(ids)}"
+        return storage.write_once(self._loc.fs, path, _shard_bytes(ids, vectors))
+
+    def iter_shards(self, fp: str) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(ids, float32 (n, d) vectors) of each shard in turn: one shard in memory at a time."""
+        for path in self.shards(fp):
+            table = self._read(path, ["sample_id", "vector"])
+            col = table.column("vector").combine_chunks()
+            dim = col.type.list_size
+            vectors = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+            yield table.column("sample_id").to_pylist(), vectors.astype(np.float32, copy=False)
+
+    def get(self, fp: str, ids: Sequence[str]) -> np.ndarray:
+        """float32 (len(ids), d) for ``ids``, in order; NotFoundError names what is missing.
+
+        A sample in two shards (two cycles embedded it before either published) has the
+        same vector in both: the model and the bytes fix it, so either copy will do."""
+        where = {sid: row for row, sid in enumerate(ids)}
+        out: np.ndarray | None = None
+        filled = np.zeros(len(ids), dtype=bool)
+        for shard_ids, vectors in self.iter_shards(fp):
+            if out is None:
+                out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
+            src = [j for j, sid in enumerate(shard_ids) if sid in where]
+            dst = [where[shard_ids[j]] for j in src]
+            out[dst] = vectors[src]
+            filled[dst] = True
+        if out is None or not filled.all():
+            missing = [ids[i] for i in np.flatnonzero(~filled)[:3]]
+            raise NotFoundError(
+                f"{int((~filled).sum())} of {len(ids)} samples have no {fp} embedding, "
+                f"e.g. {missing}"
+            )
+        return out
+
+    def ensure(
+        self,
+        fp: str,
+        ids: Sequence[str],
+        compute: Callable[[list[str]], np.ndarray],
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """``get(fp, ids)``, computing and storing first what no shard holds yet.
+
+        ``compute`` embeds a list of ids (at most ``shard_size``) to float (n, d);
+        ``progress(done, todo)`` is called after each shard written."""
+        if shard_size < 1:
+            raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}")
+        known = self.known_ids(fp)
+        missing = sorted({sid for sid in ids if sid not in known})  # sorted: stable shards
+        for start in range(0, len(missing), shard_size):
+            chunk = missing[start : start + shard_size]
+            self.put(fp, chunk, np.asarray(compute(chunk)))
+            if progress is not None:
+                progress(min(start + shard_size, len(missing)), len(missing))
+        return self.get(fp, ids) if ids else np.zeros((0, 0), dtype=np.float32)
