@@ -248,6 +248,9 @@ class LearningSettings(BaseModel):
     # "crop" (scale the short side, then centre-crop) or "pad" (scale the long side, then
     # pad with black to a square, keeping the aspect ratio).
     resize: Literal["stretch", "crop", "pad"] = "stretch"
+    # Decoded pool images a worker keeps in memory (the rest are read from the store again
+    # when used): a cycle's memory is this, not the pool's size.
+    pool_cache_mb: int = Field(default=2048, ge=0)
     # 1 (grey) or 3 (colour); None: from the images (colour when any sampled image has it).
     channels: Literal[1, 3] | None = None
     # Augmentation family: "digits" (small shifts/rotations, no flips) or "natural" (flips,
@@ -275,6 +278,9 @@ class LearningSettings(BaseModel):
     # continue_epochs: each cycle then adds training rather than repeating it.
     warm_start: bool = True
     continue_epochs: int = Field(default=4, gt=0)
+    # The continued model's learning rate as a share of a fresh start's: a fresh optimiser
+    # at the full rate moves a trained champion far from where it was (BENCHMARKS §19).
+    continue_lr_scale: float = Field(default=1.0, gt=0.0, le=1.0)
     # Targets for the pool samples selection did not accept (training signal only, never
     # written as labels): "propagation" spreads the human labels over the cycle's embedding,
     # each target weighted by its certainty (flywheel.select.teacher); "none": only

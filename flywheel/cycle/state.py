@@ -119,7 +119,13 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
     recorded = ModelInput.from_dict(selection.get("input"))
     size = recorded.size if recorded is not None else learning.image_size
     return load_cycle_data(
-        ws.db, ws.blobs, size, learning.channels, resize=learning.resize, cycle_id=cycle_id
+        ws.db,
+        ws.blobs,
+        size,
+        learning.channels,
+        resize=learning.resize,
+        cycle_id=cycle_id,
+        cache_bytes=learning.pool_cache_mb << 20,
     )
 
 

@@ -1,7 +1,8 @@
 """What a cycle learns from: the current labels, the pool and the frozen test split.
 
-Reads the database and decodes the images once, into uint8 arrays the learning code takes,
-every image brought to the model's input size (``ModelInput``). Human-made labels
+Reads the database and the images, every image brought to the model's input size
+(``ModelInput``): the human-labeled ones into uint8 arrays, the pool as a ``BlobImages``
+that reads from the store as it is used, so no step holds the pool's pixels. Human-made labels
 (``seed``, ``human``, ``feedback``) are the ground the wheel stands on; ``pseudo`` labels are
 the wheel's own previous output and are re-decided every cycle.
 
@@ -12,8 +13,9 @@ quarantined (``flywheel.store.quarantine``) and left out: no single sample can f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
 from flywheel.db.models import Split
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
+from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, READ_BATCH, BlobImages
 from flywheel.store import quarantine
 from flywheel.store.blobs import BlobStore
 from flywheel.store.images import to_model_input
@@ -89,7 +92,7 @@ class CycleData:
     labeled: LabeledSet  # human-made labels outside the test split
     test: LabeledSet  # the frozen evaluation set
     pool_ids: list[str]  # samples without a human-made label (pseudo-labeled or not)
-    pool_images: np.ndarray
+    pool_images: BlobImages  # read from the store as used (flywheel.learn.pool_images)
     pool_current: dict[str, tuple[str, float]]  # pool sample -> its current pseudo label, conf
     pool_truth: np.ndarray  # int64 (n_pool,) hidden truth class index, -1 where unknown
     input: ModelInput | None = None  # what every image above was brought to
@@ -99,21 +102,41 @@ class CycleData:
         return len(self.classes)
 
 
-def _read(blobs: BlobStore, sid: str, spec: ModelInput) -> np.ndarray | str:
-    """The sample as model input, or why it cannot be used."""
-    try:
-        data = blobs.get(sid)
-    except NotFoundError:
+def unusable_reason(got: bytes | Exception) -> str | None:
+    """Why a blob read (``BlobStore.get_many``'s result) leaves its sample unusable; None
+    for bytes. A failure that says nothing about the sample (a storage outage) is raised."""
+    if isinstance(got, NotFoundError):
         return "blob missing from the store"
-    except IntegrityError:
+    if isinstance(got, IntegrityError):
         return "blob does not match its checksum"
-    except InvalidInputError as exc:  # an id that is no blob key
-        return f"unreadable: {exc}"
-    # Other read errors (a storage outage) propagate: they say nothing about the sample.
+    if isinstance(got, InvalidInputError):  # an id that is no blob key
+        return f"unreadable: {got}"
+    if isinstance(got, Exception):
+        raise got
+    return None
+
+
+def decode_or_reason(data: bytes, spec: ModelInput) -> np.ndarray | str:
+    """The bytes as model input, or why they cannot be used."""
     try:
         return to_model_input(data, spec.size, spec.channels, spec.resize)
     except Exception as exc:  # decoding bytes in memory fails only because of the bytes
         return f"undecodable image: {type(exc).__name__}: {exc}"[:MAX_REASON]
+
+
+def _read_checked(
+    blobs: BlobStore, ids: list[str], spec: ModelInput
+) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(id, model input or why not) for each of ``ids``, read in parallel batches."""
+    for start in range(0, len(ids), READ_BATCH):
+        batch = ids[start : start + READ_BATCH]
+        for sid, got in zip(batch, blobs.get_many(batch), strict=True):
+            reason = unusable_reason(got)
+            yield sid, reason if reason is not None else decode_or_reason(got, spec)
+
+
+def image_shape(spec: ModelInput) -> tuple[int, ...]:
+    return (spec.size, spec.size) + (() if spec.channels == 1 else (3,))
 
 
 def load_images(
@@ -123,18 +146,36 @@ def load_images(
 
     Returns the images of the usable ids, in order, and ``{id: reason}`` for the others.
     """
-    shape = (spec.size, spec.size) + (() if spec.channels == 1 else (3,))
-    out = np.empty((len(ids), *shape), dtype=np.uint8)  # filled in place: no second copy
+    out = np.empty((len(ids), *image_shape(spec)), dtype=np.uint8)  # filled in place
     failed: dict[str, str] = {}
     kept = 0
-    for sid in ids:
-        got = _read(blobs, sid, spec)
+    for sid, got in _read_checked(blobs, ids, spec):
         if isinstance(got, str):
             failed[sid] = got
         else:
             out[kept] = got
             kept += 1
     return out[:kept], failed
+
+
+def stream_pool(
+    blobs: BlobStore, ids: list[str], spec: ModelInput, cache_bytes: int
+) -> tuple[BlobImages, dict[str, str]]:
+    """The pool as a ``BlobImages`` of its usable ids, and ``{id: reason}`` for the others.
+
+    Every image is read and decoded once here, so that a bad one is found before learning
+    starts; the decoded images fill the cache up to ``cache_bytes`` and are then dropped:
+    memory stays bounded, whatever the pool's size."""
+    decode = partial(to_model_input, size=spec.size, channels=spec.channels, policy=spec.resize)
+    failed: dict[str, str] = {}
+    pool = BlobImages(blobs, [], image_shape(spec), decode, cache_bytes)
+    for sid, got in _read_checked(blobs, ids, spec):
+        if isinstance(got, str):
+            failed[sid] = got
+        else:
+            pool.remember(sid, got)
+            pool.ids.append(sid)
+    return pool, failed
 
 
 def _classes(human: Mapping[str, Label], test_ids: list[str]) -> list[str]:
@@ -155,10 +196,12 @@ def load_cycle_data(
     *,
     resize: str = "stretch",
     cycle_id: int | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
-    quarantined under ``cycle_id`` and left out."""
+    quarantined under ``cycle_id`` and left out. The human-labeled images are decoded into
+    arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``."""
     with db.session() as s:
         current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
         samples = s.execute(
@@ -186,10 +229,12 @@ def load_cycle_data(
 
     images: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    for group, ids in groups.items():
-        images[group], bad = load_images(blobs, ids, spec)
+    for group in ("labeled", "test"):  # human-labeled: few, and read by every step
+        images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
-        groups[group] = [sid for sid in ids if sid not in bad]
+    pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
+    failed.update(bad)
+    groups = {g: [sid for sid in ids if sid not in failed] for g, ids in groups.items()}
     quarantine.record(db, failed, cycle_id)
     human = {sid: lab for sid, lab in human.items() if sid not in failed}
     classes = _classes(human, groups["test"])
@@ -206,7 +251,7 @@ def load_cycle_data(
         labeled=labeled_set("labeled"),
         test=labeled_set("test"),
         pool_ids=pool_ids,
-        pool_images=images["pool"],
+        pool_images=pool,
         pool_current={
             sid: (current[sid].label, float(current[sid].confidence))
             for sid in pool_ids

@@ -19,10 +19,13 @@ from torch import nn
 from flywheel.datasets.fingerprint import Fingerprint, fingerprint
 from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.index import build_index, normalize, search
+from flywheel.learn.pool_images import ImageSource
 from flywheel.learn.ssl.embed import embed
 
 # Bump when how embeddings are computed changes: cached vectors are then recomputed.
 EMBEDDING_VERSION = 1
+PCA_FIT_ROWS = 20_000  # pool images the pixel-PCA baseline is fitted on, at most
+PCA_BATCH = 4096  # images projected at a time
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,21 @@ def loo_knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> 
     return correct / len(labels)
 
 
+def _flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def _pca_transform(pca: PCA, images: ImageSource) -> np.ndarray:
+    """Unit rows of ``images`` projected by ``pca``, a batch at a time."""
+    out = [
+        pca.transform(_flat(images[i : i + PCA_BATCH])).astype(np.float32)
+        for i in range(0, len(images), PCA_BATCH)
+    ]
+    if not out:
+        return np.zeros((0, pca.n_components_), dtype=np.float32)
+    return normalize(np.concatenate(out))
+
+
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
     """The key of ``module``'s embeddings: its weights, ``extra`` and ``EMBEDDING_VERSION``."""
     key = Fingerprint("embedding", EMBEDDING_VERSION).add(extra)
@@ -61,7 +79,7 @@ def model_fingerprint(module: nn.Module, extra: str = "") -> str:
 
 def choose_embedding(
     candidates: dict[str, nn.Module],
-    images: dict[str, np.ndarray],
+    images: dict[str, ImageSource],
     ids: dict[str, list[str]],
     labeled_labels: np.ndarray,
     store: EmbeddingStore,
@@ -75,12 +93,13 @@ def choose_embedding(
     what the store lacks is embedded. PCA is fitted on the pool (unlabeled).
     """
     parts = ("labeled", "pool", "test")
-    lookup = {sid: (part, j) for part in parts for j, sid in enumerate(ids[part])}
 
-    def embedder(module: nn.Module) -> Callable[[list[str]], np.ndarray]:
+    def embedder(module: nn.Module, part: str) -> Callable[[list[str]], np.ndarray]:
+        where = {sid: j for j, sid in enumerate(ids[part])}
+
         def compute(wanted: list[str]) -> np.ndarray:
-            rows = np.stack([images[lookup[s][0]][lookup[s][1]] for s in wanted])
-            return embed(module, rows)
+            # a fancy index: a lazy pool reads just these rows, batch by batch
+            return embed(module, images[part][np.array([where[s] for s in wanted])])
 
         return compute
 
@@ -89,11 +108,14 @@ def choose_embedding(
     for name, module in candidates.items():
         fp = model_fingerprint(module, name)
         fingerprints[name] = fp
-        results[name] = {p: store.ensure(fp, ids[p], embedder(module)) for p in parts}
-    flat = {p: images[p].reshape(len(images[p]), -1).astype(np.float32) / 255.0 for p in parts}
-    fit_on = flat["pool"] if len(flat["pool"]) >= pca_dim else flat["labeled"]
-    pca = PCA(n_components=min(pca_dim, *fit_on.shape), random_state=0).fit(fit_on)
-    results["pca"] = {p: normalize(pca.transform(flat[p]).astype(np.float32)) for p in parts}
+        results[name] = {p: store.ensure(fp, ids[p], embedder(module, p)) for p in parts}
+    fit_on = images["pool"] if len(images["pool"]) >= pca_dim else images["labeled"]
+    if len(fit_on) > PCA_FIT_ROWS:  # a fixed sample: the fit costs the same at any pool size
+        rows = np.random.default_rng(0).choice(len(fit_on), PCA_FIT_ROWS, replace=False)
+        fit_on = fit_on[np.sort(rows)]
+    fit_rows = _flat(fit_on[0 : len(fit_on)])
+    pca = PCA(n_components=min(pca_dim, *fit_rows.shape), random_state=0).fit(fit_rows)
+    results["pca"] = {p: _pca_transform(pca, images[p]) for p in parts}
     fingerprints["pca"] = fingerprint("pca-embedding", EMBEDDING_VERSION, str(pca_dim), length=24)
 
     scores = {

@@ -16,6 +16,7 @@ from flywheel.config import LearningSettings
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier, stem_stride_for
 from flywheel.learn.data import CycleData
+from flywheel.learn.pool_images import stack_images
 from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.thresholds import ThresholdMode
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
@@ -84,7 +85,7 @@ def train_ssl_backbone(
     # The input size and resize policy are part of the images: a change must not reuse.
     ids_in_order = "\n".join(ids[i] for i in order)
     key = fingerprint("ssl-backbone", SSL_VERSION, ids_in_order, repr(cfg), repr(data.input))
-    images = np.concatenate([data.labeled.images, data.pool_images])[order]
+    images = stack_images([data.labeled.images, data.pool_images])[np.asarray(order)]
     return train_ssl(images, cfg, cache_dir / key[:24], progress)
 
 
@@ -115,7 +116,7 @@ def fit_classifier(
     taught = np.zeros(len(accepted), dtype=bool)
     if teacher is not None:
         taught = ~accepted & (teacher[1] > 0)
-    images = np.concatenate(
+    images = stack_images(
         [data.labeled.images, data.pool_images[accepted], data.pool_images[taught]]
     )
     parts = [(data.labeled.labels, np.ones(len(data.labeled.labels)))]
@@ -131,6 +132,7 @@ def fit_classifier(
         in_channels=channels_of(data, learning),
         stem_stride=stem_stride(data),
         epochs=learning.continue_epochs if start_from is not None else epochs,
+        lr=TrainConfig.lr * (learning.continue_lr_scale if start_from is not None else 1.0),
         steps_per_epoch=learning.steps_per_epoch,
         batch_size=learning.batch_size,
         weak=weak,

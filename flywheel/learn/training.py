@@ -28,9 +28,9 @@ from flywheel.learn.backbones import (
     ViewDataset,
     build_augment,
     build_backbone,
-    images_to_tensor,
     resolve_device,
 )
+from flywheel.learn.pool_images import ImageSource, torch_view
 from flywheel.learn.ssl.embed import embed
 from flywheel.learn.ssl.loop import optimizer_step
 from flywheel.learn.thresholds import ConsistencyThresholds, ThresholdMode
@@ -72,31 +72,31 @@ class TrainedClassifier:
 
     @torch.no_grad()
     def predict_proba(
-        self, images: np.ndarray, batch_size: int = 512, device: str = "auto"
+        self, images: ImageSource, batch_size: int = 512, device: str = "auto"
     ) -> np.ndarray:
         """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, num_classes), rows sum to 1."""
         dev = resolve_device(device)
         self.model.eval().to(dev)
-        x = images_to_tensor(images)
+        x = torch_view(images)
         out = [torch.zeros(0, self.num_classes)]
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(dev).float() / 255.0
             out.append(F.softmax(self.model(xb).float(), dim=1).cpu())
         return torch.cat(out).numpy().astype(np.float32)
 
-    def embed(self, images: np.ndarray, batch_size: int = 512, device: str = "auto") -> np.ndarray:
+    def embed(self, images: ImageSource, batch_size: int = 512, device: str = "auto") -> np.ndarray:
         """The classifier backbone's features: float32 (N, D), L2-normalised rows."""
         return embed(self.model.backbone, images, batch_size, device)
 
 
 def train_classifier(
-    images: np.ndarray,
+    images: ImageSource,
     labels: np.ndarray,
     sample_weights: np.ndarray | None,
     config: TrainConfig,
     num_classes: int,
     init_backbone_state: dict | None = None,
-    unlabeled_images: np.ndarray | None = None,
+    unlabeled_images: ImageSource | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     init_model_state: dict | None = None,
 ) -> TrainedClassifier:
@@ -110,7 +110,7 @@ def train_classifier(
     ``init_model_state``: a whole ``Classifier.state_dict()`` (backbone and head) to continue
     from, e.g. the champion's; it takes precedence over ``init_backbone_state``.
     """
-    x = images_to_tensor(images)
+    x = torch_view(images)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     w = torch.ones(len(x)) if sample_weights is None else torch.as_tensor(sample_weights).float()
     if not (len(x) == len(y) == len(w)) or len(x) == 0:
@@ -152,7 +152,7 @@ def train_classifier(
         weak, strong = build_augment(config.weak), build_augment(config.strong)
         labeled = ViewDataset(x, [weak], [y, w])
         if use_fm:
-            u = images_to_tensor(unlabeled_images)
+            u = torch_view(unlabeled_images)
             unlabeled = ViewDataset(u, [weak, strong], [torch.arange(len(u))])
             thresholds = ConsistencyThresholds(
                 config.threshold_mode,

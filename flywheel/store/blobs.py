@@ -78,6 +78,24 @@ class BlobStore:
             raise IntegrityError(f"blob {sha} does not match its checksum")
         return data
 
+    def get_many(
+        self, shas: Sequence[str], threads: int = 16, verify: bool = True
+    ) -> list[bytes | Exception]:
+        """``get`` each key, in order, with the reads overlapped in threads (an object
+        store's latency, not its bandwidth, bounds one-at-a-time reads). A read that fails
+        comes back as its exception, in its place: one bad blob is that sample's problem,
+        and the caller decides which failures are the sample's and which are an outage."""
+        if len(shas) <= 1:
+            return [self._get_or_error(sha, verify) for sha in shas]
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shas)))) as pool:
+            return list(pool.map(lambda sha: self._get_or_error(sha, verify), shas))
+
+    def _get_or_error(self, sha: str, verify: bool) -> bytes | Exception:
+        try:
+            return self.get(sha, verify)
+        except Exception as exc:  # returned, not raised: see get_many
+            return exc
+
     def exists(self, sha: str) -> bool:
         return storage.exists(self._loc.fs, self._path(sha))
 

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flywheel.learn.backbones import images_to_tensor, resolve_device
+from flywheel.learn.backbones import resolve_device
+from flywheel.learn.pool_images import ImageSource, torch_view
 
 
 @torch.no_grad()
 def embed(
-    backbone: nn.Module, images: np.ndarray, batch_size: int = 512, device: str = "auto"
+    backbone: nn.Module, images: ImageSource, batch_size: int = 512, device: str = "auto"
 ) -> np.ndarray:
     """Features of ``images`` (uint8 (N, H, W) or (N, H, W, C)) -> float32 (N, D), unit rows.
 
@@ -24,7 +25,7 @@ def embed(
     dev = resolve_device(device)
     was_training = backbone.training
     backbone.eval().to(dev)
-    x = images_to_tensor(images)
+    x = torch_view(images)
     out = []
     try:
         # range(0, max(len, 1)): an empty input still yields a (0, D) array.

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,9 +27,9 @@ from flywheel.learn.backbones import (
     ViewDataset,
     build_augment,
     build_backbone,
-    images_to_tensor,
     resolve_device,
 )
+from flywheel.learn.pool_images import ImageSource, source_fingerprint, torch_view
 from flywheel.learn.ssl.methods import method_head
 
 CHECKPOINT_NAME = "ssl_last.pt"
@@ -126,10 +125,12 @@ class _SSLModel(nn.Module):
         return self.head.loss(self.projector(self.backbone(torch.cat([v1, v2]))))
 
 
-def _fingerprint(images: torch.Tensor, cfg: SSLConfig) -> str:
+def _fingerprint(images: ImageSource, cfg: SSLConfig) -> str:
     # Everything that changes the result; the device may change between resumes.
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
-    return fingerprint("ssl-run", SSL_VERSION, repr(sorted(params.items())), images.numpy())
+    return fingerprint(
+        "ssl-run", SSL_VERSION, repr(sorted(params.items())), source_fingerprint(images)
+    )
 
 
 def _lr_at(cfg: SSLConfig, step: int, total: int, warmup: int) -> float:
@@ -139,7 +140,7 @@ def _lr_at(cfg: SSLConfig, step: int, total: int, warmup: int) -> float:
 
 
 def train_ssl(
-    images: np.ndarray,
+    images: ImageSource,
     config: SSLConfig,
     checkpoint_dir: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
@@ -152,7 +153,7 @@ def train_ssl(
     epochs, mean_loss)`` is called after each epoch. Raises ``NonFiniteLossError``.
     The caller's torch RNG state is left untouched.
     """
-    x = images_to_tensor(images)
+    x = torch_view(images)
     device = resolve_device(config.device)
     amp = device.type == "cuda"
     batch = min(config.batch_size, len(x))
@@ -164,7 +165,7 @@ def train_ssl(
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
         losses: list[float] = []
-        fingerprint = _fingerprint(x, config)
+        fingerprint = _fingerprint(images, config)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, map_location=device, weights_only=False)
