@@ -298,8 +298,8 @@ class LearningSettings(BaseModel):
     share_steps: int = Field(default=4, gt=0)  # agreement: cycles from start to end
     tau: float = Field(default=0.1, gt=0.0)  # agreement: neighbour-weight temperature
     k: int = Field(default=10, gt=0)
-    # FAISS index over the labeled anchors: exact by default; ivf / hnsw for millions.
-    index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    # FAISS index kind (flywheel.learn.index): "auto" is exact up to 200k rows, IVF past it.
+    index_kind: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = "auto"
     target_precision: float = Field(default=0.99, gt=0.5, lt=1.0)
     max_review: int = Field(default=200, ge=0)  # review queue length a cycle asks for
     gate_margin: float = Field(default=0.001, ge=0.0)

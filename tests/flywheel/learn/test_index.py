@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from flywheel.errors import InvalidInputError, NotFoundError
-from flywheel.learn.index import build_index, load_index, save_index, search
+from flywheel.learn.index import (
+    build_index,
+    default_pq_m,
+    load_index,
+    recall_at_k,
+    resolve_kind,
+    save_index,
+    search,
+)
 
 
 def _clusters(
@@ -43,7 +51,11 @@ def test_inputs_are_normalised_and_not_modified():
 
 
 @pytest.mark.parametrize(
-    ("kind", "options"), [("ivf", {"nlist": 20, "nprobe": 4}), ("hnsw", {"hnsw_m": 16})]
+    ("kind", "options"),
+    [
+        ("ivf", {"nlist": 20, "nprobe": 4}),
+        ("hnsw", {"hnsw_m": 16}),
+    ],
 )
 def test_approximate_agrees_with_exact_on_easy_data(kind, options):
     # 300 well-separated clusters of ~10: the true neighbours are the query's own cluster.
@@ -109,3 +121,45 @@ def test_bad_search_arguments():
         build_index(_clusters(50), "lsh")
     with pytest.raises(InvalidInputError, match="nlist"):
         build_index(_clusters(50), "ivf", nlist=100)
+
+
+def test_auto_is_exact_up_to_its_threshold_then_ivf():
+    assert resolve_kind("auto", 200_000) == "flat"
+    assert resolve_kind("auto", 200_001) == "ivf"
+    assert resolve_kind("auto", 50, flat_max_rows=10) == "ivf"
+    assert resolve_kind("hnsw", 10) == "hnsw"  # an explicit kind is kept at any size
+    x = _clusters(400)
+    assert build_index(x, "auto").ntotal == 400
+    assert type(build_index(x, "auto", flat_max_rows=100, nlist=4)).__name__ == "IndexIVFFlat"
+
+
+def test_recall_at_k_against_a_hand_count():
+    x = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)  # no near-ties
+    assert recall_at_k(build_index(x), x, k=10, queries=100) == 1.0  # exact
+    # one IVF cell searched of 50: a query finds only the neighbours in its own cell
+    ivf = build_index(x, "ivf", nlist=50, nprobe=1)
+    assert recall_at_k(ivf, x, k=10, queries=2000) < 0.9
+    measured = recall_at_k(ivf, x, k=10, queries=2000)
+    _, exact = search(build_index(x), x, 10)
+    _, found = search(ivf, x, 10)
+    hand = np.mean([len(set(a) & set(b)) for a, b in zip(exact, found, strict=True)]) / 10
+    assert measured == pytest.approx(hand, abs=1e-3)
+
+
+def test_ivfpq_compresses_and_its_recall_says_what_that_costs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 32))[rng.integers(0, 100, 12000)] + rng.normal(size=(12000, 32))
+    x = x.astype(np.float32)
+    pq = build_index(x, "ivfpq", nlist=40, nprobe=8)
+    assert type(pq).__name__ == "IndexIVFPQ" and pq.pq.M == 8  # 32 dims / 4: 8 bytes a row
+    flat_cells = recall_at_k(build_index(x, "ivf", nlist=40, nprobe=8), x, queries=300)
+    coded = recall_at_k(pq, x, queries=300)
+    assert 0.3 < coded < flat_cells  # lossy, and measured as such (0.62 vs 0.97 here)
+
+
+def test_ivfpq_checks_its_settings():
+    assert default_pq_m(128) == 32 and default_pq_m(10) == 2 and default_pq_m(3) == 1
+    with pytest.raises(InvalidInputError, match="pq_m must divide"):
+        build_index(_clusters(12000), "ivfpq", pq_m=5)
+    with pytest.raises(InvalidInputError, match="at least 10000 rows"):
+        build_index(_clusters(500), "ivfpq")
