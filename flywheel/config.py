@@ -258,6 +258,9 @@ class LearningSettings(BaseModel):
     # whether a mirrored image keeps its class (flywheel.learn.profile).
     augment: Literal["auto", "digits", "natural"] = "auto"
     backbone: str = "small_cnn"  # or resnet18 / resnet50 on GPU nodes
+    # A checkpoint to start the backbone from (flywheel.learn.pretrained): a local path, a
+    # storage URI or "blob:<sha256>"; SSL on the pool then adapts it. Never downloaded.
+    pretrained: str | None = None
     width: int = Field(default=32, gt=0)
     ssl_method: str = "swav"  # a method of flywheel.learn.ssl.methods.METHODS
     ssl_epochs: int = Field(default=20, ge=0)  # 0: no self-supervised embedding

@@ -14,12 +14,20 @@ from torch import nn
 
 from flywheel.config import LearningSettings
 from flywheel.datasets.fingerprint import fingerprint
-from flywheel.learn.backbones import AugmentConfig, Backbone, Classifier, stem_stride_for
+from flywheel.learn.backbones import (
+    AugmentConfig,
+    Backbone,
+    Classifier,
+    build_backbone,
+    stem_stride_for,
+)
 from flywheel.learn.data import CycleData
 from flywheel.learn.pool_images import stack_images
+from flywheel.learn.pretrained import PretrainedStart, load_pretrained
 from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.thresholds import ThresholdMode
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
+from flywheel.store.blobs import BlobStore
 
 
 def augmentations(learning: LearningSettings) -> tuple[AugmentConfig, AugmentConfig]:
@@ -64,16 +72,51 @@ def ssl_config(learning: LearningSettings, data: CycleData) -> SSLConfig:
     )
 
 
+def pretrained_start(
+    learning: LearningSettings, data: CycleData, blobs: BlobStore | None
+) -> PretrainedStart | None:
+    """``learning.pretrained`` fitted to this cycle's backbone; None when not set."""
+    if learning.pretrained is None:
+        return None
+    cfg = ssl_config(learning, data)
+    template = build_backbone(
+        cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
+    )
+    return load_pretrained(learning.pretrained, template, blobs)
+
+
+def start_backbone(
+    learning: LearningSettings,
+    data: CycleData,
+    ssl: SSLResult | None,
+    start: PretrainedStart | None,
+) -> Backbone | None:
+    """What the classifier's backbone starts from: the SSL model (itself adapted from the
+    pretrained start, when there is one), else the pretrained weights, else nothing."""
+    if ssl is not None:
+        return ssl.backbone
+    if start is None:
+        return None
+    cfg = ssl_config(learning, data)
+    backbone = build_backbone(
+        cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
+    )
+    backbone.load_state_dict(start.state)
+    return backbone
+
+
 def train_ssl_backbone(
     data: CycleData,
     learning: LearningSettings,
     cache_dir: Path,
     progress: Callable[[int, int, float], None] | None = None,
+    pretrained: PretrainedStart | None = None,
 ) -> SSLResult | None:
     """Self-supervised backbone on every non-test image (labels unused); None if disabled.
 
     The checkpoint folder is named by the images and the config, so an unchanged pool reuses
-    the finished model, and an interrupted run resumes where it stopped.
+    the finished model, and an interrupted run resumes where it stopped. ``pretrained``:
+    the backbone starts from it, and SSL adapts it to the pool (SEER's recipe).
     """
     if learning.ssl_epochs == 0:
         return None
@@ -84,9 +127,17 @@ def train_ssl_backbone(
     order = sorted(range(len(ids)), key=ids.__getitem__)
     # The input size and resize policy are part of the images: a change must not reuse.
     ids_in_order = "\n".join(ids[i] for i in order)
-    key = fingerprint("ssl-backbone", SSL_VERSION, ids_in_order, repr(cfg), repr(data.input))
+    key = fingerprint(
+        "ssl-backbone",
+        SSL_VERSION,
+        ids_in_order,
+        repr(cfg),
+        repr(data.input),
+        *([pretrained.digest] if pretrained is not None else []),
+    )
     images = stack_images([data.labeled.images, data.pool_images])[np.asarray(order)]
-    return train_ssl(images, cfg, cache_dir / key[:24], progress)
+    init = pretrained.state if pretrained is not None else None
+    return train_ssl(images, cfg, cache_dir / key[:24], progress, init)
 
 
 def fit_classifier(

@@ -35,7 +35,12 @@ from flywheel.db.models import CycleState
 from flywheel.learn.data import CycleData
 from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.embeddings import choose_embedding
-from flywheel.learn.recipe import classifier_probs, train_ssl_backbone
+from flywheel.learn.recipe import (
+    classifier_probs,
+    pretrained_start,
+    start_backbone,
+    train_ssl_backbone,
+)
 from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.snapshots import save_embeddings
 from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
@@ -89,15 +94,19 @@ def select_and_write(
     step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
     data = load_data(ws, cycle_id, learning)
     champion, latest = registry.champion(), registry.latest()
+    pretrained = pretrained_start(learning, data, ws.blobs)
     ssl = train_ssl_backbone(
         data,
         learning,
         data_dir / "cache" / "ssl",
         lambda e, n, _: step(CycleState.EMBEDDING, 0.2 * e / n, f"SSL epoch {e}/{n}"),
+        pretrained,
     )
     # Only label-free embeddings compete: the champion's own features were trained on the
     # human labels, so a leave-one-out judge on those labels would always crown them.
-    candidates = {"ssl": ssl.encoder} if ssl is not None else {}
+    candidates: dict[str, nn.Module] = {"ssl": ssl.encoder} if ssl is not None else {}
+    if ssl is None and pretrained is not None:  # no SSL: the pretrained features as they are
+        candidates["pretrained"] = start_backbone(learning, data, None, pretrained)
     choice = choose_embedding(
         candidates,
         {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
@@ -138,6 +147,7 @@ def select_and_write(
         "bootstrap": bootstrap,
         "embedding": choice.name,
         "embedding_scores": choice.scores,
+        "pretrained": pretrained.summary() if pretrained is not None else None,
         "accepted": int((outcome.result.decision == Decision.ACCEPTED).sum()) if outcome else 0,
         "needs_review": int(outcome.result.counts["needs_review"]) if outcome else 0,
         "disputed_by_champion": int(outcome.result.counts.get("disputed_by_champion", 0))

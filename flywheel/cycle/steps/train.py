@@ -36,6 +36,8 @@ from flywheel.learn.recipe import (
     channels_of,
     classifier_probs,
     fit_classifier,
+    pretrained_start,
+    start_backbone,
     stem_stride,
     train_ssl_backbone,
 )
@@ -222,7 +224,9 @@ def train_and_register(
     bootstrap = bool(selection["bootstrap"])
     step(CycleState.TRAINING, 0.5, "training the classifier")
     # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
-    ssl = train_ssl_backbone(data, learning, Path(ws.settings.data_dir) / "cache" / "ssl")
+    pretrained = pretrained_start(learning, data, ws.blobs)
+    cache = Path(ws.settings.data_dir) / "cache" / "ssl"
+    ssl = train_ssl_backbone(data, learning, cache, pretrained=pretrained)
     start_from = warm_start_model(champion, champion_model, data, learning)
     teacher, taught = pool_teacher(ws, cycle_id, data, learning)
     profile = outputs.get(PROFILE) or {}
@@ -235,6 +239,7 @@ def train_and_register(
         "started_from": f"champion {champion.version}" if start_from and champion else "ssl",
         **{f"profile_{k}": v for k, v in profile.items() if k.endswith("reason")},
         **{f"teacher_{k}": v for k, v in taught.items()},
+        **{f"pretrained_{k}": v for k, v in (pretrained.summary() if pretrained else {}).items()},
     }
     with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
@@ -253,7 +258,7 @@ def train_and_register(
             labels,
             scores,
             learning,
-            ssl.backbone if ssl is not None else None,
+            start_backbone(learning, data, ssl, pretrained),
             fixmatch=learning.fixmatch == "all" or bootstrap,
             # A new seed per cycle: a rejected cycle is not simply repeated by the next one.
             seed=learning.seed + cycle_id,

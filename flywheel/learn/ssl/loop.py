@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from flywheel.datasets.fingerprint import fingerprint
+from flywheel.datasets.fingerprint import Fingerprint
 from flywheel.learn.backbones import (
     AugmentConfig,
     Backbone,
@@ -125,12 +125,16 @@ class _SSLModel(nn.Module):
         return self.head.loss(self.projector(self.backbone(torch.cat([v1, v2]))))
 
 
-def _fingerprint(images: ImageSource, cfg: SSLConfig) -> str:
+def _fingerprint(
+    images: ImageSource, cfg: SSLConfig, init: dict[str, torch.Tensor] | None = None
+) -> str:
     # Everything that changes the result; the device may change between resumes.
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
-    return fingerprint(
-        "ssl-run", SSL_VERSION, repr(sorted(params.items())), source_fingerprint(images)
-    )
+    key = Fingerprint("ssl-run", SSL_VERSION)
+    key.add(repr(sorted(params.items())), source_fingerprint(images))
+    for name, tensor in sorted((init or {}).items()):
+        key.add(name, tensor.detach().cpu().numpy())
+    return key.hexdigest()
 
 
 def _lr_at(cfg: SSLConfig, step: int, total: int, warmup: int) -> float:
@@ -144,13 +148,16 @@ def train_ssl(
     config: SSLConfig,
     checkpoint_dir: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    init_backbone_state: dict[str, torch.Tensor] | None = None,
 ) -> SSLResult:
     """Train a backbone self-supervised on ``images`` (uint8 (N, H, W) or (N, H, W, C)).
 
     ``checkpoint_dir``: after every epoch the full state is written (atomically) there; a
     later call with the same directory, images and config resumes after the last completed
     epoch and ends with the same weights as an uninterrupted run. ``progress(epoch,
-    epochs, mean_loss)`` is called after each epoch. Raises ``NonFiniteLossError``.
+    epochs, mean_loss)`` is called after each epoch. ``init_backbone_state``: the backbone's
+    first weights (a pretrained start, ``flywheel.learn.pretrained``) instead of random ones.
+    Raises ``NonFiniteLossError``.
     The caller's torch RNG state is left untouched.
     """
     x = torch_view(images)
@@ -161,11 +168,14 @@ def train_ssl(
         raise ValueError("SSL needs at least 2 images")
     with torch.random.fork_rng(devices=[device] if amp else []):
         torch.manual_seed(config.seed)
-        model = _SSLModel(config).to(device)
+        model = _SSLModel(config)
+        if init_backbone_state is not None:
+            model.backbone.load_state_dict(init_backbone_state)
+        model = model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
         losses: list[float] = []
-        fingerprint = _fingerprint(images, config)
+        fingerprint = _fingerprint(images, config, init_backbone_state)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, map_location=device, weights_only=False)

@@ -433,3 +433,31 @@ def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, reg
     assert "teacher_heldout_accuracy" not in registry.client.get_run(auto.mlflow_run_id).data.params
     off = run_cycle(ws, registry, learning.model_copy(update={"teacher": "none"}))
     assert load_cycle(ws, off.cycle_id).metrics["teacher"] == {"reason": "teacher: none"}
+
+
+# --- 10. a pretrained start, from the blob store ----------------------------------------------
+def test_a_cycle_starts_from_pretrained_weights_and_records_them(ws, registry) -> None:
+    import io
+
+    import torch
+
+    from flywheel.learn.backbones import build_backbone
+
+    ingest_digits(ws, N_DIGITS)
+    # an earlier model's backbone, as a team would keep it: grey digits, small CNN
+    earlier = build_backbone("small_cnn", 1, None, ws.settings.learning.width)
+    buf = io.BytesIO()
+    torch.save({"state_dict": earlier.state_dict()}, buf)
+    sha = ws.blobs.put(buf.getvalue()).sha256
+    learning = ws.settings.learning.model_copy(update={"pretrained": f"blob:{sha}"})
+    cycle = load_cycle(ws, run_cycle(ws, registry, learning).cycle_id)
+    recorded = cycle.outputs["selection"]["pretrained"]
+    assert recorded["sha256"] == sha and recorded["source"] == f"blob:{sha}"
+    total = len([k for k in earlier.state_dict() if not k.endswith("num_batches_tracked")])
+    assert recorded["matched"] == f"{total}/{total} tensors"
+    params = registry.client.get_run(cycle.mlflow_run_id).data.params
+    assert params["pretrained"] == f"blob:{sha}" and params["pretrained_sha256"] == sha
+
+    wrong = learning.model_copy(update={"pretrained": "blob:" + "0" * 64})
+    with pytest.raises(NotFoundError):
+        run_cycle(ws, registry, wrong)
