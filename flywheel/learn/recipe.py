@@ -7,6 +7,7 @@ runs them on a ``CycleData``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,14 @@ from flywheel.learn.backbones import (
 from flywheel.learn.data import CycleData
 from flywheel.learn.pool_images import stack_images
 from flywheel.learn.pretrained import PretrainedStart, load_pretrained
+from flywheel.learn.ssl.lineage import (
+    SSLRun,
+    last_run,
+    lineage_file,
+    parent_state,
+    plan_run,
+    record_run,
+)
 from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.thresholds import ThresholdMode
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
@@ -111,12 +120,15 @@ def train_ssl_backbone(
     cache_dir: Path,
     progress: Callable[[int, int, float], None] | None = None,
     pretrained: PretrainedStart | None = None,
+    run: SSLRun | None = None,
 ) -> SSLResult | None:
     """Self-supervised backbone on every non-test image (labels unused); None if disabled.
 
-    The checkpoint folder is named by the images and the config, so an unchanged pool reuses
-    the finished model, and an interrupted run resumes where it stopped. ``pretrained``:
-    the backbone starts from it, and SSL adapts it to the pool (SEER's recipe).
+    An unchanged pool reuses the lineage's finished model, a grown one continues it for a
+    budget in samples seen (``flywheel.learn.ssl.lineage``), and an interrupted run resumes
+    where it stopped. ``pretrained``: a first run starts from it, and SSL adapts it to the
+    pool (SEER's recipe). ``run``: the run another step planned (``SSLResult.run``), so a
+    later step of the cycle gets the same model whatever the lineage did since.
     """
     if learning.ssl_epochs == 0:
         return None
@@ -127,17 +139,22 @@ def train_ssl_backbone(
     order = sorted(range(len(ids)), key=ids.__getitem__)
     # The input size and resize policy are part of the images: a change must not reuse.
     ids_in_order = "\n".join(ids[i] for i in order)
-    key = fingerprint(
-        "ssl-backbone",
-        SSL_VERSION,
-        ids_in_order,
-        repr(cfg),
-        repr(data.input),
-        *([pretrained.digest] if pretrained is not None else []),
-    )
+    setup = [repr(cfg), repr(data.input), pretrained.digest if pretrained is not None else ""]
+    lineage = lineage_file(cache_dir, "\n".join(setup))
+    images_key = fingerprint("ssl-images", SSL_VERSION, ids_in_order, length=24)
+    if run is None or run.images != images_key:
+        run = plan_run(lineage, last_run(lineage), images_key, len(ids), learning.ssl_epochs)
+    parent = parent_state(cache_dir, run)
+    if run.parent is not None and parent is None:  # its parent is not on this node
+        run = plan_run(lineage, None, images_key, len(ids), learning.ssl_epochs)
     images = stack_images([data.labeled.images, data.pool_images])[np.asarray(order)]
-    init = pretrained.state if pretrained is not None else None
-    return train_ssl(images, cfg, cache_dir / key[:24], progress, init)
+    start = pretrained.state if pretrained is not None and parent is None else None
+    result = train_ssl(
+        images, replace(cfg, epochs=run.epochs), cache_dir / run.key, progress, start, parent
+    )
+    record_run(lineage, run)
+    result.run = asdict(run)
+    return result
 
 
 def fit_classifier(

@@ -148,6 +148,7 @@ def select_and_write(
         "embedding": choice.name,
         "embedding_scores": choice.scores,
         "pretrained": pretrained.summary() if pretrained is not None else None,
+        "ssl": ssl.run if ssl is not None else None,
         "accepted": int((outcome.result.decision == Decision.ACCEPTED).sum()) if outcome else 0,
         "needs_review": int(outcome.result.counts["needs_review"]) if outcome else 0,
         "disputed_by_champion": int(outcome.result.counts.get("disputed_by_champion", 0))

@@ -43,6 +43,7 @@ from flywheel.learn.recipe import (
 )
 from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
 from flywheel.learn.snapshots import load_embeddings
+from flywheel.learn.ssl.lineage import SSLRun
 from flywheel.learn.training import EvalResult, evaluate
 from flywheel.select.teacher import PoolTeacher, propagation_teacher, teacher_rule
 from flywheel.workspace import Workspace
@@ -226,7 +227,8 @@ def train_and_register(
     # The select step's SSL checkpoint: found in the shared cache, or retrained identically.
     pretrained = pretrained_start(learning, data, ws.blobs)
     cache = Path(ws.settings.data_dir) / "cache" / "ssl"
-    ssl = train_ssl_backbone(data, learning, cache, pretrained=pretrained)
+    planned = SSLRun(**selection["ssl"]) if selection.get("ssl") else None
+    ssl = train_ssl_backbone(data, learning, cache, pretrained=pretrained, run=planned)
     start_from = warm_start_model(champion, champion_model, data, learning)
     teacher, taught = pool_teacher(ws, cycle_id, data, learning)
     profile = outputs.get(PROFILE) or {}

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,6 +96,8 @@ class SSLResult:
     projector: nn.Module  # backbone features -> embedding_dim (what the loss saw)
     losses: list[float]  # mean training loss per epoch, all epochs including resumed ones
     resumed_from_epoch: int  # 0 when trained from scratch
+    # The lineage run it is (flywheel.learn.ssl.lineage.SSLRun as a dict), set by the recipe.
+    run: dict[str, Any] | None = None
 
     @property
     def encoder(self) -> nn.Module:
@@ -149,6 +152,7 @@ def train_ssl(
     checkpoint_dir: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     init_backbone_state: dict[str, torch.Tensor] | None = None,
+    init_model_state: dict[str, torch.Tensor] | None = None,
 ) -> SSLResult:
     """Train a backbone self-supervised on ``images`` (uint8 (N, H, W) or (N, H, W, C)).
 
@@ -156,8 +160,9 @@ def train_ssl(
     later call with the same directory, images and config resumes after the last completed
     epoch and ends with the same weights as an uninterrupted run. ``progress(epoch,
     epochs, mean_loss)`` is called after each epoch. ``init_backbone_state``: the backbone's
-    first weights (a pretrained start, ``flywheel.learn.pretrained``) instead of random ones.
-    Raises ``NonFiniteLossError``.
+    first weights (a pretrained start, ``flywheel.learn.pretrained``) instead of random ones;
+    ``init_model_state``: a finished run's whole model (backbone, projector and method head)
+    to continue from (``flywheel.learn.ssl.lineage``). Raises ``NonFiniteLossError``.
     The caller's torch RNG state is left untouched.
     """
     x = torch_view(images)
@@ -171,11 +176,15 @@ def train_ssl(
         model = _SSLModel(config)
         if init_backbone_state is not None:
             model.backbone.load_state_dict(init_backbone_state)
+        if init_model_state is not None:
+            model.load_state_dict(init_model_state)
         model = model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
         losses: list[float] = []
-        fingerprint = _fingerprint(images, config, init_backbone_state)
+        fingerprint = _fingerprint(
+            images, config, {**(init_backbone_state or {}), **(init_model_state or {})}
+        )
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, map_location=device, weights_only=False)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from flywheel.config import LearningSettings
 from flywheel.learn.data import CycleData, LabeledSet
@@ -35,11 +36,60 @@ def test_a_sample_that_gets_a_label_keeps_the_ssl_checkpoint(tmp_path: Path) -> 
     assert first is not None and first.resumed_from_epoch == 0
     again = train_ssl_backbone(data_with([0, 1, 7], images), LEARNING, tmp_path)
     assert again is not None and again.resumed_from_epoch == LEARNING.ssl_epochs
-    assert len(list(tmp_path.iterdir())) == 1  # one checkpoint folder for the same pool
+    runs = [p for p in tmp_path.iterdir() if p.name != "lineage"]
+    assert len(runs) == 1  # one checkpoint folder for the same pool
     other = images.copy()
     other[3] = 255 - other[3]
     retrained = train_ssl_backbone(data_with([0, 1], other), LEARNING, tmp_path / "o")
     assert retrained is not None and retrained.resumed_from_epoch == 0
+
+
+def test_a_grown_pool_continues_the_ssl_model_for_the_new_samples_budget(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from flywheel.learn import recipe
+
+    starts: list[dict | None] = []
+    real = recipe.train_ssl
+
+    def spy(*args, **kwargs):
+        starts.append(args[5] if len(args) > 5 else None)  # init_model_state
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "train_ssl", spy)
+    images = np.random.default_rng(0).integers(0, 255, (24, 8, 8), dtype=np.uint8)
+    learning = LEARNING.model_copy(update={"ssl_epochs": 3})
+    first = train_ssl_backbone(data_with([0, 1], images[:20]), learning, tmp_path)
+    assert first is not None and first.run is not None
+    assert first.run["epochs"] == 3 and first.run["parent"] is None
+    assert first.run["samples_seen"] == 3 * 20
+    grown = train_ssl_backbone(data_with([0, 1], images), learning, tmp_path)
+    assert grown is not None and grown.run is not None
+    # 4 new samples x 3 views each = 12 views, spent as whole epochs over 24: one epoch
+    assert grown.run["parent"] == first.run["key"] and grown.run["epochs"] == 1
+    assert grown.run["samples_seen"] == 3 * 20 + 1 * 24
+    assert len(grown.losses) == 1 and grown.resumed_from_epoch == 0
+    # it started from the first run's whole model (backbone, projector, method head)
+    assert starts[0] is None and starts[1] is not None
+    for key, value in first.backbone.state_dict().items():
+        assert torch.equal(starts[1][f"backbone.{key}"], value)
+    # it continued: one epoch from the first model, not from random weights
+    # the same pool again (the train step): the same run, finished, not trained again
+    again = train_ssl_backbone(data_with([0, 1, 5], images), learning, tmp_path)
+    assert again is not None and again.run == grown.run and again.resumed_from_epoch == 1
+
+
+def test_a_later_step_gets_the_planned_run_even_if_the_lineage_moved_on(tmp_path: Path) -> None:
+    from flywheel.learn.ssl.lineage import SSLRun
+
+    images = np.random.default_rng(1).integers(0, 255, (24, 8, 8), dtype=np.uint8)
+    first = train_ssl_backbone(data_with([0, 1], images[:20]), LEARNING, tmp_path)
+    assert first is not None and first.run is not None
+    train_ssl_backbone(data_with([0, 1], images), LEARNING, tmp_path)  # another cycle grew it
+    planned = SSLRun(**first.run)
+    replay = train_ssl_backbone(data_with([0, 1], images[:20]), LEARNING, tmp_path, run=planned)
+    assert replay is not None and replay.run == first.run
+    assert replay.resumed_from_epoch == LEARNING.ssl_epochs  # its finished checkpoint
 
 
 def test_class_balanced_weights_give_every_class_the_same_total() -> None:
@@ -51,3 +101,15 @@ def test_class_balanced_weights_give_every_class_the_same_total() -> None:
     out = class_balanced(labels, weights)
     np.testing.assert_allclose(out, [0.6, 0.6, 0.3, 1.5, 0.75, 0.75])
     np.testing.assert_allclose(np.bincount(labels, weights=out), [1.5, 1.5, 1.5])
+
+
+def test_a_continuation_whose_parent_is_not_on_this_node_trains_afresh(tmp_path: Path) -> None:
+    import shutil
+
+    images = np.random.default_rng(2).integers(0, 255, (24, 8, 8), dtype=np.uint8)
+    first = train_ssl_backbone(data_with([0, 1], images[:20]), LEARNING, tmp_path)
+    assert first is not None and first.run is not None
+    shutil.rmtree(tmp_path / first.run["key"])  # another node's cache had it
+    grown = train_ssl_backbone(data_with([0, 1], images), LEARNING, tmp_path)
+    assert grown is not None and grown.run is not None
+    assert grown.run["parent"] is None and grown.run["epochs"] == LEARNING.ssl_epochs
