@@ -78,7 +78,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
 
 
 class StorageSettings(BaseModel):
-    """Where bytes live: ``<root>/blobs`` (samples) and ``<root>/versions`` (manifests)."""
+    """Where bytes live: ``<root>/blobs`` (samples), ``<root>/versions`` (manifests) and
+    ``<root>/embeddings`` (the embedding store)."""
 
     # A local folder or any pyarrow/fsspec URI (s3://bucket/prefix, memory://x).
     # None means ``<data_dir>/store``.
