@@ -1,0 +1,138 @@
+"""A whole cycle over growing synthetic pools: time per 1,000 pool images and peak memory.
+
+Pools are sklearn digits under random affine transforms and noise (``synthetic_digits``),
+ingested like real samples (PNG blobs, database rows), 5 seed labels per class and a
+300-image test split. Every size runs one cycle on the embedded default with the same
+fixed learning budget (SSL for one epoch, FixMatch for a fixed number of steps) and a
+decoded-image cache far smaller than the largest pool (``learning.pool_cache_mb``), so
+memory that grew with the pool would show. Each size runs in a fresh process; peak RSS is
+that process's VmHWM after ingest (the cycle's own peak, the ingest's reset away).
+
+    .venv/bin/python bench/bench_pool_scale.py --sizes 5000 20000 80000
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from harness.cli import RESULTS, add_out, parser, run_json, self_command
+from harness.resources import reset_peak_rss, status_kb
+
+BUDGET = {
+    "ssl_epochs": 1,
+    "fixmatch_epochs": 2,
+    "train_epochs": 2,
+    "continue_epochs": 1,
+    "steps_per_epoch": 16,
+    "pool_cache_mb": 32,
+    "augment": "digits",
+    "max_review": 200,
+}
+
+
+def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 8x8 uint8 digits: random affine (rotation, scale, shift) plus noise."""
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    base = (d.images * (255 / 16)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(base), n)
+    out = np.empty((n, 8, 8), dtype=np.uint8)
+    for i, j in enumerate(pick):
+        angle = np.deg2rad(rng.uniform(-12, 12))
+        scale = rng.uniform(0.9, 1.1)
+        c, s = np.cos(angle) / scale, np.sin(angle) / scale
+        matrix = np.array([[c, -s], [s, c]])
+        offset = np.array([3.5, 3.5]) - matrix @ np.array([3.5, 3.5]) + rng.uniform(-0.7, 0.7, 2)
+        img = ndimage.affine_transform(base[j], matrix, offset, order=1, mode="constant")
+        img += rng.normal(0, 12, img.shape)
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out, d.target[pick]
+
+
+def measure(n: int) -> dict[str, Any]:
+    import tempfile
+
+    from harness.digits import png_bytes
+
+    from flywheel.config import LearningSettings, Settings
+    from flywheel.cycle.runner import run_cycle
+    from flywheel.learn.registry import ModelRegistry
+    from flywheel.store.ingest import Candidate, ingest_candidates
+    from flywheel.workspace import open_workspace
+
+    images, labels = synthetic_digits(n + 350)
+    rng = np.random.default_rng(1)
+    seed_rows = np.concatenate([np.flatnonzero(labels[: n + 50] == c)[:5] for c in range(10)])
+    split = np.full(n + 350, "pool", dtype=object)
+    split[seed_rows] = "train"
+    split[n + 50 :] = "test"
+    cands = [
+        Candidate(f"{split[i]}/{i}", lambda i=i: png_bytes(images[i]), str(labels[i]), split[i])
+        for i in rng.permutation(n + 350)
+    ]
+    with tempfile.TemporaryDirectory(prefix="flywheel-scale-") as tmp:
+        learning = LearningSettings(**BUDGET)
+        settings = Settings(data_dir=tmp, learning=learning)
+        ws = open_workspace(settings)
+        t0 = time.perf_counter()
+        ingest_candidates(ws.db, ws.blobs, cands, "scale", settings.ingest)
+        ingest_s = time.perf_counter() - t0
+        registry = ModelRegistry.from_settings(settings)
+        reset_peak_rss()
+        base_kb = status_kb("VmRSS")
+        t0 = time.perf_counter()
+        result = run_cycle(ws, registry, learning)
+        cycle_s = time.perf_counter() - t0
+        peak_kb = status_kb("VmHWM")
+        ws.close()
+    pool = result.metrics["pool"]
+    return {
+        "pool": pool,
+        "ingest_s": round(ingest_s, 1),
+        "cycle_s": round(cycle_s, 1),
+        "s_per_1k": round(1000 * cycle_s / pool, 2),
+        "peak_rss_mib": round(peak_kb / 1024, 1),
+        "cycle_growth_mib": round((peak_kb - base_kb) / 1024, 1),
+        "test_accuracy": result.metrics["test_accuracy"],
+        "accepted": result.metrics["accepted"],
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "child":
+        print(json.dumps(measure(int(sys.argv[2]))), flush=True)
+        return
+    ap = parser(__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    add_out(ap, RESULTS / "pool_scale.json")
+    args = ap.parse_args()
+    rows = []
+    for n in args.sizes:
+        row = run_json(self_command(__file__, "child", str(n)))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        args.out.write_text(json.dumps({"budget": BUDGET, "rows": rows}, indent=2))
+    first = rows[0]
+    print("| pool | cycle s | s / 1k images | peak RSS MiB | cycle growth MiB | test acc |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['pool']:,} | {r['cycle_s']} | {r['s_per_1k']} | {r['peak_rss_mib']} | "
+            f"{r['cycle_growth_mib']} | {100 * r['test_accuracy']:.1f} |"
+        )
+    last = rows[-1]
+    print(
+        f"largest/smallest: time per image x{last['s_per_1k'] / first['s_per_1k']:.2f}, "
+        f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
