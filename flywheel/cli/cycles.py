@@ -12,7 +12,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
-from flywheel.cli.common import console, err_console, fmt, registry_for, workspace
+from flywheel.cli.common import (
+    console,
+    err_console,
+    fmt,
+    progress_bar,
+    registry_for,
+    workspace,
+)
 from flywheel.db import Cycle
 from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
@@ -156,6 +163,26 @@ def cycle_run(
                     raise FlywheelError(f"cycle {cycle_id} failed: {done.error}")
                 results.append(result_of(done))
     console.print(cycle_table(results))
+
+
+@cycle_app.command("ssl")
+def cycle_ssl(ctx: typer.Context, cycle_id: int) -> None:
+    """Train a queued cycle's SSL model ahead of its select step. On a node with several
+    GPUs, launch it the standard way, one process per GPU, and it trains with DDP:
+    torchrun --nproc_per_node=4 -m flywheel.cli cycle ssl ID"""
+    from flywheel.cycle.steps.select import run_ssl_step
+    from flywheel.learn.ssl.loop import distributed_world
+
+    world = distributed_world()
+    speaks = world is None or world.rank == 0  # one process reports for the launch
+    with workspace(ctx) as ws, progress_bar(f"SSL for cycle {cycle_id}") as advance:
+        result = run_ssl_step(ws, cycle_id, lambda e, n, _: advance(e, n) if speaks else None)
+    if speaks and result is not None:
+        processes = f" on {world.size} processes" if world is not None else ""
+        console.print(
+            f"cycle {cycle_id}: SSL run {result.run['key'] if result.run else '-'} ready"
+            f"{processes} (final loss {result.losses[-1] if result.losses else float('nan'):.3f})"
+        )
 
 
 @cycle_app.command("list")

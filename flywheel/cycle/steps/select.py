@@ -32,9 +32,11 @@ from flywheel.cycle.state import (
     update_cycle,
 )
 from flywheel.db.models import CycleState
+from flywheel.errors import InvalidInputError
 from flywheel.learn.data import CycleData
 from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.embeddings import choose_embedding
+from flywheel.learn.pretrained import PretrainedStart
 from flywheel.learn.recipe import (
     classifier_probs,
     pretrained_start,
@@ -43,6 +45,7 @@ from flywheel.learn.recipe import (
 )
 from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.snapshots import save_embeddings
+from flywheel.learn.ssl.loop import SSLResult
 from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
 from flywheel.select.result import Decision
 from flywheel.select.strategies import SelectionInputs, strategy
@@ -65,6 +68,32 @@ def run_select_step(
     version, _ = ws.versions.snapshot(f"cycle {cycle_id}")  # content-addressed: same id
     update_cycle(ws, cycle_id, dataset_version_out=version.id)
     return version.id
+
+
+def cycle_ssl(
+    ws: Workspace,
+    data: CycleData,
+    learning: LearningSettings,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[SSLResult | None, PretrainedStart | None]:
+    """The cycle's SSL model (from its pretrained start, when set), in the shared cache."""
+    pretrained = pretrained_start(learning, data, ws.blobs)
+    cache = Path(ws.settings.data_dir) / "cache" / "ssl"
+    return train_ssl_backbone(data, learning, cache, progress, pretrained), pretrained
+
+
+def run_ssl_step(
+    ws: Workspace, cycle_id: int, progress: Callable[[int, int, float], None] | None = None
+) -> SSLResult | None:
+    """Train cycle ``cycle_id``'s SSL model ahead of its select step, which then finds it
+    finished. Run by every process of a torchrun launch, it trains with DDP on all of them
+    (``flywheel cycle ssl``): the way to put a node's GPUs on one cycle's embedding."""
+    cycle = load_cycle(ws, cycle_id)
+    if cycle.state not in (CycleState.QUEUED.value, CycleState.EMBEDDING.value):
+        raise InvalidInputError(f"cycle {cycle_id} is {cycle.state}: its SSL model is trained")
+    resolve_profile(ws, cycle_id, cycle_learning(cycle))
+    learning = cycle_learning(load_cycle(ws, cycle_id))
+    return cycle_ssl(ws, load_data(ws, cycle_id, learning), learning, progress)[0]
 
 
 def pool_probs_of(
@@ -90,17 +119,14 @@ def select_and_write(
     learning: LearningSettings,
     step: Step,
 ) -> None:
-    data_dir = Path(ws.settings.data_dir)
     step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
     data = load_data(ws, cycle_id, learning)
     champion, latest = registry.champion(), registry.latest()
-    pretrained = pretrained_start(learning, data, ws.blobs)
-    ssl = train_ssl_backbone(
+    ssl, pretrained = cycle_ssl(
+        ws,
         data,
         learning,
-        data_dir / "cache" / "ssl",
         lambda e, n, _: step(CycleState.EMBEDDING, 0.2 * e / n, f"SSL epoch {e}/{n}"),
-        pretrained,
     )
     # Only label-free embeddings compete: the champion's own features were trained on the
     # human labels, so a leave-one-out judge on those labels would always crown them.

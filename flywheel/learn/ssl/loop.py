@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from flywheel.datasets.fingerprint import Fingerprint
 from flywheel.learn.backbones import (
@@ -127,6 +129,28 @@ class _SSLModel(nn.Module):
     def loss(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         return self.head.loss(self.projector(self.backbone(torch.cat([v1, v2]))))
 
+    forward = loss  # DistributedDataParallel syncs gradients through forward
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun launch (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+
+    rank: int
+    size: int
+    local_rank: int
+
+
+def distributed_world() -> World | None:
+    """The process group a launcher set up (torchrun's environment), joined on first call:
+    NCCL on GPUs, gloo on CPUs. None in a single process."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size < 2:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
 
 def _fingerprint(
     images: ImageSource, cfg: SSLConfig, init: dict[str, torch.Tensor] | None = None
@@ -166,7 +190,10 @@ def train_ssl(
     The caller's torch RNG state is left untouched.
     """
     x = torch_view(images)
+    world = distributed_world()
     device = resolve_device(config.device)
+    if world is not None and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)  # one GPU per process
     amp = device.type == "cuda"
     batch = min(config.batch_size, len(x))
     if batch < 2:
@@ -198,6 +225,11 @@ def train_ssl(
 
         aug = build_augment(config.augment)
         dataset = ViewDataset(x, [aug, aug])
+        # Under DDP each process takes its share of the batch and of every epoch's samples:
+        # the global batch, the steps and the schedule stay those of one process.
+        share = batch // world.size if world is not None else batch
+        if share < 1:
+            raise ValueError(f"a batch of {batch} cannot be split over {world.size} processes")
         steps = len(x) // batch
         total, warmup = steps * config.epochs, steps * config.warmup_epochs
         for epoch in range(start, config.epochs):
@@ -205,11 +237,17 @@ def train_ssl(
             # the generator orders the batches and seeds the workers; manual_seed drives
             # the augmentations when num_workers == 0.
             gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            torch.manual_seed(config.seed * 100_003 + epoch)
+            torch.manual_seed(config.seed * 100_003 + epoch + (world.rank if world else 0))
+            sampler = None
+            if world is not None:
+                sampler = DistributedSampler(
+                    dataset, world.size, world.rank, seed=config.seed * 100_003 + epoch
+                )
             loader = DataLoader(
                 dataset,
-                batch_size=batch,
-                shuffle=True,
+                batch_size=share,
+                shuffle=sampler is None,
+                sampler=sampler,
                 drop_last=True,
                 generator=gen,
                 num_workers=config.num_workers,
@@ -217,18 +255,26 @@ def train_ssl(
             )
             model.train()
             model.head.start_epoch(epoch)
+            # Wrapped after the epoch's freezing (SwAV's prototypes): DDP syncs the
+            # parameters that require gradients when it is built.
+            net = _ddp(model, device) if world is not None else model.loss
             total_loss = 0.0
             for i, (v1, v2) in enumerate(loader):
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(config, epoch * steps + i, total, warmup)
                 v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=amp):
-                    loss = model.loss(v1, v2)
+                    loss = net(v1, v2)
                 total_loss += optimizer_step(
                     loss, opt, scaler, f"SSL loss at epoch {epoch + 1}, step {i + 1}"
                 )
-            losses.append(total_loss / steps)
-            if ckpt is not None:
+                if i + 1 == steps:
+                    break
+            losses.append(_mean_over_world(total_loss / steps, world))
+            if world is not None:  # BatchNorm statistics are per process: keep rank 0's
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, 0)
+            if ckpt is not None and (world is None or world.rank == 0):
                 _save_atomic(
                     ckpt,
                     {
@@ -239,10 +285,25 @@ def train_ssl(
                         "losses": losses,
                     },
                 )
+            if world is not None:
+                dist.barrier()  # every process sees the epoch's checkpoint before going on
             if progress is not None:
                 progress(epoch + 1, config.epochs, losses[-1])
     model = model.cpu().eval()
     return SSLResult(model.backbone, model.projector, losses, start)
+
+
+def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+
+
+def _mean_over_world(value: float, world: World | None) -> float:
+    if world is None:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world.size
 
 
 def _save_atomic(path: Path, state: dict) -> None:
