@@ -149,8 +149,16 @@ def train_ssl_backbone(
         run = plan_run(lineage, None, images_key, len(ids), learning.ssl_epochs)
     images = stack_images([data.labeled.images, data.pool_images])[np.asarray(order)]
     start = pretrained.state if pretrained is not None and parent is None else None
+    # Named by ids (content hashes) and the decoding, not by how the images are held: a
+    # sample that moves from the pool to the labeled set keeps the checkpoint.
     result = train_ssl(
-        images, replace(cfg, epochs=run.epochs), cache_dir / run.key, progress, start, parent
+        images,
+        replace(cfg, epochs=run.epochs),
+        cache_dir / run.key,
+        progress,
+        start,
+        parent,
+        images_key=f"{images_key}/{data.input!r}",
     )
     record_run(lineage, run)
     result.run = asdict(run)

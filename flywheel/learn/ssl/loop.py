@@ -152,13 +152,11 @@ def distributed_world() -> World | None:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _fingerprint(
-    images: ImageSource, cfg: SSLConfig, init: dict[str, torch.Tensor] | None = None
-) -> str:
+def _fingerprint(images: str, cfg: SSLConfig, init: dict[str, torch.Tensor]) -> str:
     # Everything that changes the result; the device may change between resumes.
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
     key = Fingerprint("ssl-run", SSL_VERSION)
-    key.add(repr(sorted(params.items())), source_fingerprint(images))
+    key.add(repr(sorted(params.items())), images)
     for name, tensor in sorted((init or {}).items()):
         key.add(name, tensor.detach().cpu().numpy())
     return key.hexdigest()
@@ -177,6 +175,7 @@ def train_ssl(
     progress: Callable[[int, int, float], None] | None = None,
     init_backbone_state: dict[str, torch.Tensor] | None = None,
     init_model_state: dict[str, torch.Tensor] | None = None,
+    images_key: str | None = None,
 ) -> SSLResult:
     """Train a backbone self-supervised on ``images`` (uint8 (N, H, W) or (N, H, W, C)).
 
@@ -186,7 +185,9 @@ def train_ssl(
     epochs, mean_loss)`` is called after each epoch. ``init_backbone_state``: the backbone's
     first weights (a pretrained start, ``flywheel.learn.pretrained``) instead of random ones;
     ``init_model_state``: a finished run's whole model (backbone, projector and method head)
-    to continue from (``flywheel.learn.ssl.lineage``). Raises ``NonFiniteLossError``.
+    to continue from (``flywheel.learn.ssl.lineage``). ``images_key`` names the images for
+    the checkpoint instead of their bytes (content-addressed sample ids and the decoding).
+    Raises ``NonFiniteLossError``.
     The caller's torch RNG state is left untouched.
     """
     x = torch_view(images)
@@ -209,9 +210,8 @@ def train_ssl(
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
         losses: list[float] = []
-        fingerprint = _fingerprint(
-            images, config, {**(init_backbone_state or {}), **(init_model_state or {})}
-        )
+        init = {**(init_backbone_state or {}), **(init_model_state or {})}
+        fingerprint = _fingerprint(images_key or source_fingerprint(images), config, init)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, map_location=device, weights_only=False)

@@ -113,3 +113,46 @@ def test_a_continuation_whose_parent_is_not_on_this_node_trains_afresh(tmp_path:
     grown = train_ssl_backbone(data_with([0, 1], images), LEARNING, tmp_path)
     assert grown is not None and grown.run is not None
     assert grown.run["parent"] is None and grown.run["epochs"] == LEARNING.ssl_epochs
+
+
+def test_a_labeled_sample_keeps_the_checkpoint_when_the_pool_is_streamed(tmp_path: Path) -> None:
+    """As in a cycle, the pool is read from the blob store (BlobImages), the labeled images
+    are an array: moving a sample between them must not rename the SSL images."""
+    import io
+    from functools import partial
+
+    from PIL import Image
+
+    from flywheel.learn.pool_images import BlobImages
+    from flywheel.store.blobs import BlobStore
+    from flywheel.store.images import to_model_input
+
+    images = np.random.default_rng(3).integers(0, 255, (16, 8, 8), dtype=np.uint8)
+    blobs = BlobStore(str(tmp_path / "store"))
+
+    def png(pixels: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        return buf.getvalue()
+
+    ids = [blobs.put(png(p)).sha256 for p in images]
+    decode = partial(to_model_input, size=8, channels=1, policy="stretch")
+
+    def streamed(labeled: list[int]) -> CycleData:
+        pool = [i for i in range(len(ids)) if i not in labeled]
+        return CycleData(
+            classes=["a", "b"],
+            labeled=LabeledSet(
+                [ids[i] for i in labeled], images[labeled], np.zeros(len(labeled), np.int64)
+            ),
+            test=LabeledSet([], images[:0], np.zeros(0, np.int64)),
+            pool_ids=[ids[i] for i in pool],
+            pool_images=BlobImages(blobs, [ids[i] for i in pool], (8, 8), decode),
+            pool_current={},
+            pool_truth=np.full(len(pool), -1),
+        )
+
+    first = train_ssl_backbone(streamed([0, 1]), LEARNING, tmp_path / "cache")
+    assert first is not None and first.resumed_from_epoch == 0
+    again = train_ssl_backbone(streamed([0, 1, 7]), LEARNING, tmp_path / "cache")
+    assert again is not None and again.resumed_from_epoch == LEARNING.ssl_epochs
