@@ -25,7 +25,7 @@ from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
 from flywheel.db.models import Split
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
-from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, READ_BATCH, BlobImages
+from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, READ_BATCH, BlobImages, ImageSource
 from flywheel.store import quarantine
 from flywheel.store.blobs import BlobStore
 from flywheel.store.images import to_model_input
@@ -92,7 +92,8 @@ class CycleData:
     labeled: LabeledSet  # human-made labels outside the test split
     test: LabeledSet  # the frozen evaluation set
     pool_ids: list[str]  # samples without a human-made label (pseudo-labeled or not)
-    pool_images: BlobImages  # read from the store as used (flywheel.learn.pool_images)
+    # A BlobImages, read from the store as used (flywheel.learn.pool_images); an array works.
+    pool_images: ImageSource
     pool_current: dict[str, tuple[str, float]]  # pool sample -> its current pseudo label, conf
     pool_truth: np.ndarray  # int64 (n_pool,) hidden truth class index, -1 where unknown
     input: ModelInput | None = None  # what every image above was brought to

@@ -15,7 +15,7 @@ DataLoader worker, a ``BlobImages`` reopens the store by its root and starts an 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class BlobImages:
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cached = 0
+        self._owner = self  # whose cache and budget this one uses (a subset: its pool's)
 
     # -- array-like -------------------------------------------------------------------
     @property
@@ -84,7 +85,7 @@ class BlobImages:
             self.decode,
             self.cache_bytes,
         )
-        out._share = getattr(self, "_share", self)  # one cache and budget for a pool's views
+        out._owner = self._owner
         return out
 
     def fingerprint(self) -> str:
@@ -95,7 +96,7 @@ class BlobImages:
     def read(self, ids: Sequence[str]) -> np.ndarray:
         """uint8 (len(ids), *image_shape): cached ones from memory, the rest fetched together."""
         out = np.empty((len(ids), *self.image_shape), dtype=np.uint8)
-        owner = getattr(self, "_share", self)
+        owner = self._owner
         todo = []
         for row, sid in enumerate(ids):
             hit = owner._cache.get(sid)
@@ -114,16 +115,13 @@ class BlobImages:
                 owner.remember(ids[row], out[row])
         return out
 
-    def batches(self, batch_size: int = READ_BATCH) -> Iterator[np.ndarray]:
-        """Consecutive uint8 batches of at most ``batch_size`` images, in order."""
-        for start in range(0, len(self.ids), batch_size):
-            yield self.read(self.ids[start : start + batch_size])
-
     def remember(self, sid: str, image: np.ndarray) -> None:
         """Keep ``sid``'s decoded image (e.g. from a validating read) in the cache."""
-        owner = getattr(self, "_share", self)
-        if owner is not self:
-            owner.remember(sid, image)
+        if self._owner is not self:
+            self._owner.remember(sid, image)
+            return
+        if sid in self._cache:
+            self._cache.move_to_end(sid)
             return
         if image.nbytes > self.cache_bytes:
             return

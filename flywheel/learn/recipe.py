@@ -87,11 +87,15 @@ def pretrained_start(
     """``learning.pretrained`` fitted to this cycle's backbone; None when not set."""
     if learning.pretrained is None:
         return None
+    return load_pretrained(learning.pretrained, ssl_shaped_backbone(learning, data), blobs)
+
+
+def ssl_shaped_backbone(learning: LearningSettings, data: CycleData) -> Backbone:
+    """A fresh backbone of the shape the cycle's SSL model (and classifier) has."""
     cfg = ssl_config(learning, data)
-    template = build_backbone(
+    return build_backbone(
         cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
     )
-    return load_pretrained(learning.pretrained, template, blobs)
 
 
 def start_backbone(
@@ -106,10 +110,7 @@ def start_backbone(
         return ssl.backbone
     if start is None:
         return None
-    cfg = ssl_config(learning, data)
-    backbone = build_backbone(
-        cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
-    )
+    backbone = ssl_shaped_backbone(learning, data)
     backbone.load_state_dict(start.state)
     return backbone
 

@@ -179,3 +179,11 @@ def test_learning_from_the_lazy_pool_gives_the_same_weights_as_from_the_array(po
     head = stack_images([pixels[:2], lazy(blobs, ids)[np.array([2, 3])]])
     two = train_classifier(head, labels, None, cfg, 2, unlabeled_images=lazy(blobs, ids))
     assert_same_weights(one.model, two.model)
+
+
+def test_remembering_an_image_twice_counts_it_once(pool):
+    blobs, ids, pixels = pool
+    images = lazy(blobs, ids)
+    images.remember(ids[0], pixels[0])
+    images[np.array([0, 1])].remember(ids[0], pixels[0])  # through a subset: the pool's cache
+    assert images._cached == 64 and list(images._cache) == [ids[0]]
