@@ -171,7 +171,7 @@ def cycle_ssl(ctx: typer.Context, cycle_id: int) -> None:
     GPUs, launch it the standard way, one process per GPU, and it trains with DDP:
     torchrun --nproc_per_node=4 -m flywheel.cli cycle ssl ID"""
     from flywheel.cycle.steps.select import run_ssl_step
-    from flywheel.learn.ssl.loop import distributed_world
+    from flywheel.learn.ssl.distributed import distributed_world
 
     world = distributed_world()
     speaks = world is None or world.rank == 0  # one process reports for the launch

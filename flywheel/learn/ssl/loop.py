@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from flywheel.datasets.fingerprint import Fingerprint
@@ -33,6 +32,11 @@ from flywheel.learn.backbones import (
     resolve_device,
 )
 from flywheel.learn.pool_images import ImageSource, source_fingerprint, torch_view
+from flywheel.learn.ssl.distributed import (
+    ddp_model,
+    distributed_world,
+    mean_over_world,
+)
 from flywheel.learn.ssl.methods import method_head
 
 CHECKPOINT_NAME = "ssl_last.pt"
@@ -130,26 +134,6 @@ class _SSLModel(nn.Module):
         return self.head.loss(self.projector(self.backbone(torch.cat([v1, v2]))))
 
     forward = loss  # DistributedDataParallel syncs gradients through forward
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in a torchrun launch (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
-
-    rank: int
-    size: int
-    local_rank: int
-
-
-def distributed_world() -> World | None:
-    """The process group a launcher set up (torchrun's environment), joined on first call:
-    NCCL on GPUs, gloo on CPUs. None in a single process."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size < 2:
-        return None
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _fingerprint(images: str, cfg: SSLConfig, init: dict[str, torch.Tensor]) -> str:
@@ -257,7 +241,7 @@ def train_ssl(
             model.head.start_epoch(epoch)
             # Wrapped after the epoch's freezing (SwAV's prototypes): DDP syncs the
             # parameters that require gradients when it is built.
-            net = _ddp(model, device) if world is not None else model.loss
+            net = ddp_model(model, device) if world is not None else model.loss
             total_loss = 0.0
             for i, (v1, v2) in enumerate(loader):
                 for group in opt.param_groups:
@@ -270,7 +254,7 @@ def train_ssl(
                 )
                 if i + 1 == steps:
                     break
-            losses.append(_mean_over_world(total_loss / steps, world))
+            losses.append(mean_over_world(total_loss / steps, world))
             if world is not None:  # BatchNorm statistics are per process: keep rank 0's
                 for buffer in model.buffers():
                     dist.broadcast(buffer, 0)
@@ -291,19 +275,6 @@ def train_ssl(
                 progress(epoch + 1, config.epochs, losses[-1])
     model = model.cpu().eval()
     return SSLResult(model.backbone, model.projector, losses, start)
-
-
-def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
-
-
-def _mean_over_world(value: float, world: World | None) -> float:
-    if world is None:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world.size
 
 
 def _save_atomic(path: Path, state: dict) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flywheel.learn.ssl.loop import SSLConfig, distributed_world, train_ssl
+from flywheel.learn.ssl.distributed import distributed_world
+from flywheel.learn.ssl.loop import SSLConfig, train_ssl
 
 out = Path(sys.argv[1])
 torch.set_num_threads(1)
