@@ -1,6 +1,8 @@
 """The cycle's learning glue: what the self-supervised checkpoint is keyed by."""
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,17 +14,25 @@ from flywheel.learn.recipe import train_ssl_backbone
 LEARNING = LearningSettings(ssl_epochs=1, width=4, batch_size=8, augment="digits")
 
 
-def data_with(labeled: list[int], images: np.ndarray) -> CycleData:
-    ids = [f"s{i:02d}" for i in range(len(images))]
+def data_with(
+    labeled: list[int],
+    images: np.ndarray,
+    ids: list[str] | None = None,
+    streamed: Callable[[list[str]], Any] | None = None,
+) -> CycleData:
+    """Labeled rows ``labeled``, the rest pool; ``streamed(pool_ids)`` gives the pool's
+    images (a BlobImages) instead of the array's rows."""
+    ids = ids or [f"s{i:02d}" for i in range(len(images))]
     pool = [i for i in range(len(images)) if i not in labeled]
+    pool_ids = [ids[i] for i in pool]
     return CycleData(
         classes=["a", "b"],
         labeled=LabeledSet(
             [ids[i] for i in labeled], images[labeled], np.zeros(len(labeled), np.int64)
         ),
         test=LabeledSet([], images[:0], np.zeros(0, np.int64)),
-        pool_ids=[ids[i] for i in pool],
-        pool_images=images[pool],
+        pool_ids=pool_ids,
+        pool_images=streamed(pool_ids) if streamed else images[pool],
         pool_current={},
         pool_truth=np.full(len(pool), -1),
     )
@@ -139,18 +149,7 @@ def test_a_labeled_sample_keeps_the_checkpoint_when_the_pool_is_streamed(tmp_pat
     decode = partial(to_model_input, size=8, channels=1, policy="stretch")
 
     def streamed(labeled: list[int]) -> CycleData:
-        pool = [i for i in range(len(ids)) if i not in labeled]
-        return CycleData(
-            classes=["a", "b"],
-            labeled=LabeledSet(
-                [ids[i] for i in labeled], images[labeled], np.zeros(len(labeled), np.int64)
-            ),
-            test=LabeledSet([], images[:0], np.zeros(0, np.int64)),
-            pool_ids=[ids[i] for i in pool],
-            pool_images=BlobImages(blobs, [ids[i] for i in pool], (8, 8), decode),
-            pool_current={},
-            pool_truth=np.full(len(pool), -1),
-        )
+        return data_with(labeled, images, ids, lambda pool: BlobImages(blobs, pool, (8, 8), decode))
 
     first = train_ssl_backbone(streamed([0, 1]), LEARNING, tmp_path / "cache")
     assert first is not None and first.resumed_from_epoch == 0
