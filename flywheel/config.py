@@ -210,6 +210,9 @@ class CycleSettings(BaseModel):
     heartbeat_s: float = Field(default=20.0, gt=0.0)  # renewal interval, well below lease_s
     # How often outbox messages (queued cycles) are handed to the broker when it is up.
     relay_interval_s: float = Field(default=2.0, gt=0.0)
+    # Pool samples per shard of a select step: one task embeds and scores one shard, so the
+    # shards of a large pool spread over every GPU worker (a chord; in-process when eager).
+    shard_size: int = Field(default=4096, ge=1, le=1_000_000)
 
 
 class TriggerSettings(BaseModel):

@@ -26,6 +26,8 @@ TASK_ROUTES = {
     "workers.tasks.ping_gpu": {"queue": "gpu"},
     "workers.tasks.cycle_consensus": {"queue": "cpu"},
     "workers.tasks.cycle_select": {"queue": "gpu"},
+    "workers.tasks.cycle_select_shard": {"queue": "gpu"},
+    "workers.tasks.cycle_select_merge": {"queue": "gpu"},
     "workers.tasks.cycle_train": {"queue": "gpu"},
     "workers.tasks.cycle_finish": {"queue": "cpu"},
     "workers.tasks.relay_outbox": {"queue": "cpu"},

@@ -1,10 +1,14 @@
 """Celery tasks: thin wrappers that take ids, call ``flywheel``, and return plain values.
 
 A cycle is the chain ``consensus (cpu) -> select (gpu) -> train (gpu) -> finish (cpu)``
-(:func:`cycle_chain`). Each task re-reads the cycle from the database, holds the cycle
-and step leases while it runs (:func:`flywheel.cycle.requests.claim_step`), and calls the
-idempotent step of :mod:`flywheel.cycle.steps`, so a redelivered task never duplicates
-labels, dataset versions or models.
+(:func:`cycle_chain`). The select task plans, then replaces itself with a chord: one
+``cycle_select_shard`` per shard of the pool, on every GPU worker at once, then
+``cycle_select_merge``; the chain goes on after it.
+
+Each task re-reads the cycle from the database, holds the cycle and step leases while it
+runs (:func:`flywheel.cycle.requests.claim_step`), and calls the idempotent step of
+:mod:`flywheel.cycle.steps`, so a redelivered task never duplicates labels, dataset versions
+or models.
 
 Errors: transient ones (database or broker unreachable, another copy of the step still
 running) are retried with exponential backoff; any other error is permanent: the cycle is
@@ -19,7 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task, chain, shared_task
+from celery import Task, chain, chord, shared_task
 from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +34,7 @@ from flywheel.config import Settings
 from flywheel.cycle.outbox import backoff_s, relay
 from flywheel.cycle.requests import (
     CYCLE_TOPIC,
+    STEP_LEASE,
     CycleGoneError,
     StepBusyError,
     claim_step,
@@ -39,7 +44,9 @@ from flywheel.cycle.runner import queue_cycle
 from flywheel.cycle.state import fail_cycle, update_cycle
 from flywheel.cycle.steps.consensus import run_consensus_step
 from flywheel.cycle.steps.finish import run_finish_step
-from flywheel.cycle.steps.select import run_select_step
+from flywheel.cycle.steps.select import plan_select_step
+from flywheel.cycle.steps.select_merge import run_select_merge_step
+from flywheel.cycle.steps.select_shard import run_select_shard
 from flywheel.cycle.steps.train import run_train_step
 from flywheel.cycle.triggers import check_drift_and_trigger, check_feedback_and_trigger
 from flywheel.db.models import CycleTrigger
@@ -95,12 +102,12 @@ def ping_gpu() -> dict[str, str | int]:
 StepFn = Callable[[Workspace, ModelRegistry, int], Any]
 
 
-def _run_step(task: Task, step: str, cycle_id: int, fn: StepFn) -> Any:
+def _run_step(task: Task, step: str, cycle_id: int, fn: StepFn, lease: str = STEP_LEASE) -> Any:
     settings = _settings(task)
     ws, registry = _open(settings)
     runner = f"{step}:{task.request.id}@{socket.gethostname()}:{os.getpid()}"
     try:
-        with claim_step(ws, cycle_id, step, runner, settings.cycles):
+        with claim_step(ws, cycle_id, step, runner, settings.cycles, lease):
             update_cycle(ws, cycle_id, worker=runner, error=None)
             result = fn(ws, registry, cycle_id)
     except CycleGoneError as exc:
@@ -154,10 +161,37 @@ def cycle_consensus(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> di
     return run_consensus_step(ws, cycle_id)
 
 
-@_step_task("select")
-def cycle_select(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> str:
-    """Embedding, pseudo-label selection, labels and a dataset version (GPU)."""
-    return run_select_step(ws, registry, cycle_id)
+@shared_task(bind=True, name="workers.tasks.cycle_select", max_retries=None, ignore_result=True)
+def cycle_select(self: Task, cycle_id: int) -> Any:
+    """The SSL model, the embeddings judged, the pool split into shards (GPU); then the
+    shards as a chord, which the chain's next link follows."""
+
+    def plan(ws: Workspace, registry: ModelRegistry, cid: int) -> int:
+        return plan_select_step(ws, registry, cid)[0].shards
+
+    shards = _run_step(self, "select", cycle_id, plan)
+    merge = cycle_select_merge.si(cycle_id)
+    if not shards:  # an empty pool: a chord needs a header
+        return self.replace(merge)
+    return self.replace(chord([cycle_select_shard.si(cycle_id, k) for k in range(shards)], merge))
+
+
+@shared_task(bind=True, name="workers.tasks.cycle_select_shard", max_retries=None)
+def cycle_select_shard(self: Task, cycle_id: int, shard: int) -> dict[str, Any]:
+    """Embed and score one shard of the pool into the store (GPU). Its result is stored:
+    the chord counts the shards done in the result backend."""
+
+    def run(ws: Workspace, registry: ModelRegistry, cid: int) -> dict[str, Any]:
+        return run_select_shard(ws, registry, cid, shard)
+
+    # Its own step lease: the shards of a cycle run at once, a copy of one shard waits.
+    return _run_step(self, f"select-shard-{shard}", cycle_id, run, f"{STEP_LEASE}:shard-{shard}")
+
+
+@_step_task("select_merge")
+def cycle_select_merge(ws: Workspace, registry: ModelRegistry, cycle_id: int) -> str:
+    """Select from the stored shards, write the labels and a dataset version (GPU)."""
+    return run_select_merge_step(ws, registry, cycle_id)
 
 
 @_step_task("train")

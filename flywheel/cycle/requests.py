@@ -80,9 +80,16 @@ def request_cycle(
 
 @contextmanager
 def claim_step(
-    ws: Workspace, cycle_id: int, step: str, runner: str, cycles: CycleSettings
+    ws: Workspace,
+    cycle_id: int,
+    step: str,
+    runner: str,
+    cycles: CycleSettings,
+    lease_name: str = STEP_LEASE,
 ) -> Iterator[None]:
     """Hold the cycle lease and ``step``'s lease (as ``runner``) while the block runs.
+    ``lease_name``: the step lease's; steps that run at once (a select step's shards) each
+    need their own.
 
     CycleGoneError: the cycle already ended. StepBusyError: another copy of the step runs.
     ConflictError: another cycle took the project's lease (this one waited past it).
@@ -104,14 +111,14 @@ def claim_step(
             f"cycle {cycle_id} lost the project's cycle lock to {other} while it waited "
             f"longer than cycles.lease_s ({cycles.lease_s:g} s) for a worker"
         )
-    if acquire(ws.db, runner, cycles.lease_s, cycle_id, name=STEP_LEASE) is None:
+    if acquire(ws.db, runner, cycles.lease_s, cycle_id, name=lease_name) is None:
         raise StepBusyError(f"step {step} of cycle {cycle_id} is being run by another worker")
     try:
-        leases = [(DEFAULT_NAME, holder), (STEP_LEASE, runner)]
+        leases = [(DEFAULT_NAME, holder), (lease_name, runner)]
         with keep_alive(ws.db, leases, cycles.lease_s, cycles.heartbeat_s):
             yield
     finally:
-        release(ws.db, runner, name=STEP_LEASE)
+        release(ws.db, runner, name=lease_name)
 
 
 def release_cycle(ws: Workspace, cycle_id: int) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flywheel.config import LearningSettings
+from flywheel.cycle.select_plan import plan_of, planned_pool_ids
 from flywheel.db import Cycle
 from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import NotFoundError
@@ -113,11 +114,17 @@ def cycle_learning(cycle: Cycle) -> LearningSettings:
 
 
 def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> CycleData:
-    """The cycle's data; after selection at the input size the selection recorded, so
-    samples arriving between steps cannot change the size the train step sees."""
-    selection = (load_cycle(ws, cycle_id).outputs or {}).get("selection") or {}
+    """The cycle's data. Once its select step planned, at the input size and on the pool
+    of the plan: samples arriving between steps change neither what the later steps see,
+    and the pool, checked when planned, is not read again here."""
+    cycle = load_cycle(ws, cycle_id)
+    plan = plan_of(cycle)
+    selection = (cycle.outputs or {}).get("selection") or {}
     recorded = ModelInput.from_dict(selection.get("input"))
+    if recorded is None and plan is not None:
+        recorded = plan.spec
     size = recorded.size if recorded is not None else learning.image_size
+    pool = set(planned_pool_ids(ws, cycle_id, plan)) if plan is not None else None
     return load_cycle_data(
         ws.db,
         ws.blobs,
@@ -126,6 +133,7 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
         resize=learning.resize,
         cycle_id=cycle_id,
         cache_bytes=learning.pool_cache_mb << 20,
+        validated_pool=pool,
     )
 
 

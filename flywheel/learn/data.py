@@ -13,7 +13,7 @@ quarantined (``flywheel.store.quarantine``) and left out: no single sample can f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -159,6 +159,12 @@ def load_images(
     return out[:kept], failed
 
 
+def pool_source(blobs: BlobStore, ids: list[str], spec: ModelInput, cache_bytes: int) -> BlobImages:
+    """``ids`` as images brought to ``spec``, read when used (nothing is read here)."""
+    decode = partial(to_model_input, size=spec.size, channels=spec.channels, policy=spec.resize)
+    return BlobImages(blobs, ids, image_shape(spec), decode, cache_bytes)
+
+
 def stream_pool(
     blobs: BlobStore, ids: list[str], spec: ModelInput, cache_bytes: int
 ) -> tuple[BlobImages, dict[str, str]]:
@@ -167,9 +173,8 @@ def stream_pool(
     Every image is read and decoded once here, so that a bad one is found before learning
     starts; the decoded images fill the cache up to ``cache_bytes`` and are then dropped:
     memory stays bounded, whatever the pool's size."""
-    decode = partial(to_model_input, size=spec.size, channels=spec.channels, policy=spec.resize)
     failed: dict[str, str] = {}
-    pool = BlobImages(blobs, [], image_shape(spec), decode, cache_bytes)
+    pool = pool_source(blobs, [], spec, cache_bytes)
     for sid, got in _read_checked(blobs, ids, spec):
         if isinstance(got, str):
             failed[sid] = got
@@ -198,11 +203,15 @@ def load_cycle_data(
     resize: str = "stretch",
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    validated_pool: Collection[str] | None = None,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
     quarantined under ``cycle_id`` and left out. The human-labeled images are decoded into
-    arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``."""
+    arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``.
+
+    ``validated_pool``: the pool an earlier step of the cycle read and checked. The pool is
+    then those of its ids still without a human label, and is not read again here."""
     with db.session() as s:
         current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
         samples = s.execute(
@@ -223,6 +232,8 @@ def load_cycle_data(
         group = "test" if split == Split.TEST else "labeled" if sid in human else "pool"
         if group == "test" and sid not in human:
             continue  # an unlabeled test sample is not used
+        if group == "pool" and validated_pool is not None and sid not in validated_pool:
+            continue  # arrived after the pool was planned: the next cycle's
         groups[group].append(sid)
         dims.append((width, height))
     _classes(human, groups["test"])  # fail before decoding anything
@@ -233,9 +244,12 @@ def load_cycle_data(
     for group in ("labeled", "test"):  # human-labeled: few, and read by every step
         images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
-    pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
-    failed.update(bad)
+    if validated_pool is None:
+        pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
+        failed.update(bad)
     groups = {g: [sid for sid in ids if sid not in failed] for g, ids in groups.items()}
+    if validated_pool is not None:
+        pool = pool_source(blobs, groups["pool"], spec, cache_bytes)
     quarantine.record(db, failed, cycle_id)
     human = {sid: lab for sid, lab in human.items() if sid not in failed}
     classes = _classes(human, groups["test"])

@@ -80,6 +80,11 @@ class EmbeddingStore:
             known.update(self._read(path, ["sample_id"]).column(0).to_pylist())
         return known
 
+    def holds(self, fp: str, ids: Sequence[str]) -> bool:
+        """Whether the shard of exactly ``ids`` (what ``put(fp, ids, ...)`` writes) exists:
+        a shard task's check that it already ran, without reading any other shard."""
+        return bool(ids) and storage.exists(self._loc.fs, f"{self._folder(fp)}/{shard_name(ids)}")
+
     def put(self, fp: str, ids: Sequence[str], vectors: np.ndarray) -> bool:
         """Write one shard of ``ids`` -> ``vectors`` (float (n, d)); False if it existed."""
         if vectors.ndim != 2 or len(ids) != len(vectors) or not len(ids):

@@ -9,23 +9,20 @@ by evidence").
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.decomposition import PCA
 from torch import nn
 
-from flywheel.datasets.fingerprint import Fingerprint, fingerprint
+from flywheel.datasets.fingerprint import Fingerprint
+from flywheel.learn.embedders import PCA_NAME, fit_pixel_pca
 from flywheel.learn.embedding_store import EmbeddingStore
-from flywheel.learn.index import build_index, normalize, search
+from flywheel.learn.index import build_index, search
 from flywheel.learn.pool_images import ImageSource
 from flywheel.learn.ssl.embed import embed
 
 # Bump when how embeddings are computed changes: cached vectors are then recomputed.
 EMBEDDING_VERSION = 1
-PCA_FIT_ROWS = 20_000  # pool images the pixel-PCA baseline is fitted on, at most
-PCA_BATCH = 4096  # images projected at a time
 
 
 @dataclass(frozen=True)
@@ -54,27 +51,60 @@ def loo_knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> 
     return correct / len(labels)
 
 
-def _flat(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
-
-
-def _pca_transform(pca: PCA, images: ImageSource) -> np.ndarray:
-    """Unit rows of ``images`` projected by ``pca``, a batch at a time."""
-    out = [
-        pca.transform(_flat(images[i : i + PCA_BATCH])).astype(np.float32)
-        for i in range(0, len(images), PCA_BATCH)
-    ]
-    if not out:
-        return np.zeros((0, pca.n_components_), dtype=np.float32)
-    return normalize(np.concatenate(out))
-
-
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
     """The key of ``module``'s embeddings: its weights, ``extra`` and ``EMBEDDING_VERSION``."""
     key = Fingerprint("embedding", EMBEDDING_VERSION).add(extra)
     for name, tensor in sorted(module.state_dict().items()):
         key.add(name, tensor.detach().cpu().numpy())
     return key.hexdigest(24)
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """A candidate embedding: its module and the key its vectors are stored under."""
+
+    name: str
+    module: nn.Module
+    fingerprint: str
+
+
+def embedders(
+    candidates: dict[str, nn.Module], pool: ImageSource, labeled: ImageSource, pca_dim: int = 32
+) -> list[Embedder]:
+    """``candidates`` (name -> module) and the pixel-PCA baseline fitted on the pool."""
+    modules = {**candidates, PCA_NAME: fit_pixel_pca(pool, labeled, pca_dim)}
+    return [Embedder(n, m, model_fingerprint(m, n)) for n, m in modules.items()]
+
+
+def embed_ids(
+    store: EmbeddingStore, embedder: Embedder, ids: list[str], images: ImageSource
+) -> np.ndarray:
+    """Unit vectors of ``images`` (whose ids are ``ids``), taken from the store where it
+    has them; what it lacks is embedded now and stored."""
+    where = {sid: j for j, sid in enumerate(ids)}
+
+    def compute(wanted: list[str]) -> np.ndarray:
+        # a fancy index: a lazy pool reads just these rows, batch by batch
+        return embed(embedder.module, images[np.array([where[s] for s in wanted])])
+
+    if not ids:
+        return np.zeros((0, 0), dtype=np.float32)
+    return store.ensure(embedder.fingerprint, ids, compute)
+
+
+def judge_embedders(
+    labeled: dict[str, np.ndarray], labels: np.ndarray, k: int = 5
+) -> tuple[str, dict[str, float]]:
+    """The candidate to use (by name) and every candidate's leave-one-out kNN accuracy on
+    the labeled samples; ``labeled`` maps a name to its (m, d) vectors, learned ones first."""
+    scores = {name: loo_knn_accuracy(vectors, labels, k) for name, vectors in labeled.items()}
+    if np.bincount(labels).min() < 2:
+        # One label in a class: leave-one-out has no same-class neighbour to find, every
+        # candidate scores ~0 and the judge is blind. The learned embedding is then used
+        # (it won on every seed where it could be judged: bench/LEARNING_NOTES.md).
+        return next(iter(labeled)), scores
+    # ties go to the simpler candidate (dict order: learned first, so reverse)
+    return max(reversed(list(scores)), key=lambda n: scores[n]), scores
 
 
 def choose_embedding(
@@ -86,49 +116,16 @@ def choose_embedding(
     pca_dim: int = 32,
     k: int = 5,
 ) -> EmbeddingChoice:
-    """Embed ``labeled``, ``pool`` and ``test`` with every candidate and keep the best.
+    """Embed the labeled samples with every candidate, keep the best, and embed ``pool``
+    and ``test`` with it: all here, in this process (a cycle on workers fans the pool out
+    over shard tasks instead, :mod:`flywheel.cycle.steps.select_shards`).
 
-        ``images``/``ids`` have keys "labeled", "pool", "test"; ``candidates`` maps a name to a
-        backbone taking float (N, C, H, W) in [0, 1]; its vectors are kept in ``store`` and only
-    what the store lacks is embedded. PCA is fitted on the pool (unlabeled).
+    ``images``/``ids`` have keys "labeled", "pool", "test"; ``candidates`` maps a name to a
+    backbone taking float (N, C, H, W) in [0, 1]; vectors are kept in ``store``.
     """
-    parts = ("labeled", "pool", "test")
-
-    def embedder(module: nn.Module, part: str) -> Callable[[list[str]], np.ndarray]:
-        where = {sid: j for j, sid in enumerate(ids[part])}
-
-        def compute(wanted: list[str]) -> np.ndarray:
-            # a fancy index: a lazy pool reads just these rows, batch by batch
-            return embed(module, images[part][np.array([where[s] for s in wanted])])
-
-        return compute
-
-    results: dict[str, dict[str, np.ndarray]] = {}
-    fingerprints: dict[str, str] = {}
-    for name, module in candidates.items():
-        fp = model_fingerprint(module, name)
-        fingerprints[name] = fp
-        results[name] = {p: store.ensure(fp, ids[p], embedder(module, p)) for p in parts}
-    fit_on = images["pool"] if len(images["pool"]) >= pca_dim else images["labeled"]
-    if len(fit_on) > PCA_FIT_ROWS:  # a fixed sample: the fit costs the same at any pool size
-        rows = np.random.default_rng(0).choice(len(fit_on), PCA_FIT_ROWS, replace=False)
-        fit_on = fit_on[np.sort(rows)]
-    fit_rows = _flat(fit_on[0 : len(fit_on)])
-    pca = PCA(n_components=min(pca_dim, *fit_rows.shape), random_state=0).fit(fit_rows)
-    results["pca"] = {p: _pca_transform(pca, images[p]) for p in parts}
-    fingerprints["pca"] = fingerprint("pca-embedding", EMBEDDING_VERSION, str(pca_dim), length=24)
-
-    scores = {
-        name: loo_knn_accuracy(r["labeled"], labeled_labels, k) for name, r in results.items()
-    }
-    if np.bincount(labeled_labels).min() < 2:
-        # One label in a class: leave-one-out has no same-class neighbour to find, every
-        # candidate scores ~0 and the judge is blind. The learned embedding is then used
-        # (it won on every seed where it could be judged: bench/LEARNING_NOTES.md).
-        best = next(iter(results))
-    else:  # ties go to the simpler candidate (dict order: learned first, so reverse)
-        best = max(reversed(list(scores)), key=lambda n: scores[n])
-    chosen = results[best]
-    return EmbeddingChoice(
-        best, fingerprints[best], chosen["labeled"], chosen["pool"], chosen["test"], scores
-    )
+    options = embedders(candidates, images["pool"], images["labeled"], pca_dim)
+    labeled = {e.name: embed_ids(store, e, ids["labeled"], images["labeled"]) for e in options}
+    best_name, scores = judge_embedders(labeled, labeled_labels, k)
+    best = next(e for e in options if e.name == best_name)
+    pool, test = (embed_ids(store, best, ids[p], images[p]) for p in ("pool", "test"))
+    return EmbeddingChoice(best.name, best.fingerprint, labeled[best.name], pool, test, scores)

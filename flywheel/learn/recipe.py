@@ -22,7 +22,7 @@ from flywheel.learn.backbones import (
     build_backbone,
     stem_stride_for,
 )
-from flywheel.learn.data import CycleData
+from flywheel.learn.data import CycleData, ModelInput
 from flywheel.learn.pool_images import stack_images
 from flywheel.learn.pretrained import PretrainedStart, load_pretrained
 from flywheel.learn.ssl.lineage import (
@@ -65,20 +65,32 @@ def stem_stride(data: CycleData) -> int:
     return stem_stride_for(side)
 
 
-def ssl_config(learning: LearningSettings, data: CycleData) -> SSLConfig:
+def input_of(data: CycleData, learning: LearningSettings) -> ModelInput:
+    """What the cycle's images were brought to (for data built from arrays: their shape)."""
+    if data.input is not None:
+        return data.input
+    return ModelInput(data.labeled.images.shape[1], channels_of(data, learning), learning.resize)
+
+
+def ssl_config_for(learning: LearningSettings, spec: ModelInput) -> SSLConfig:
+    """The SSL config of a cycle of ``learning`` whose images are ``spec``."""
     _, strong = augmentations(learning)
     return SSLConfig(
         method=learning.ssl_method,
         backbone=learning.backbone,
         width=learning.width,
-        in_channels=channels_of(data, learning),
-        stem_stride=stem_stride(data),
+        in_channels=spec.channels,
+        stem_stride=stem_stride_for(spec.size),
         epochs=learning.ssl_epochs,
         augment=strong,
         seed=learning.seed,
         device=learning.device,
         num_workers=learning.num_workers,
     )
+
+
+def ssl_config(learning: LearningSettings, data: CycleData) -> SSLConfig:
+    return ssl_config_for(learning, input_of(data, learning))
 
 
 def pretrained_start(
@@ -90,12 +102,17 @@ def pretrained_start(
     return load_pretrained(learning.pretrained, ssl_shaped_backbone(learning, data), blobs)
 
 
-def ssl_shaped_backbone(learning: LearningSettings, data: CycleData) -> Backbone:
-    """A fresh backbone of the shape the cycle's SSL model (and classifier) has."""
-    cfg = ssl_config(learning, data)
+def ssl_shaped_backbone_for(learning: LearningSettings, spec: ModelInput) -> Backbone:
+    """A fresh backbone of the shape the SSL model (and classifier) of such a cycle has."""
+    cfg = ssl_config_for(learning, spec)
     return build_backbone(
         cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
     )
+
+
+def ssl_shaped_backbone(learning: LearningSettings, data: CycleData) -> Backbone:
+    """A fresh backbone of the shape the cycle's SSL model (and classifier) has."""
+    return ssl_shaped_backbone_for(learning, input_of(data, learning))
 
 
 def start_backbone(

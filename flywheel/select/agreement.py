@@ -122,6 +122,10 @@ def select_by_agreement(
     )
 
 
+# The models whose pool probabilities ``select`` asks for (flywheel.select.strategies).
+MODEL_OPINIONS = ("latest",)
+
+
 def select(inputs: SelectionInputs) -> SelectionOutcome:
     """The ``agreement`` strategy for a cycle. The newest model, promoted or not, is the
     best opinion on the pool: it was trained on the most labels (the gate still decides

@@ -286,6 +286,10 @@ def select_pseudo_labels(
     )
 
 
+# The models whose pool probabilities ``select`` asks for (flywheel.select.strategies).
+MODEL_OPINIONS = ("champion",)
+
+
 def select(inputs: SelectionInputs) -> SelectionOutcome:
     """The ``calibrated`` strategy: pseudo-labels for the pool from the chosen embedding.
 

@@ -1,8 +1,10 @@
 """The selection strategies by name: ``learning.selection`` picks one.
 
 A strategy is a module in ``flywheel/select/`` with a function
-``select(inputs: SelectionInputs) -> SelectionOutcome``; adding one is that file plus its
-line in ``STRATEGIES``. The table names modules instead of importing them, so reading the
+``select(inputs: SelectionInputs) -> SelectionOutcome`` and ``MODEL_OPINIONS``, the models
+("champion", "latest") whose pool probabilities it asks for, so that a select step fanned out
+over shards computes those and no others; adding one is that file plus its line in
+``STRATEGIES``. The table names modules instead of importing them, so reading the
 settings (which validate the name against it) stays cheap.
 """
 
@@ -57,3 +59,8 @@ def check_strategy(name: str) -> str:
 def strategy(name: str) -> Strategy:
     """The ``select`` function of strategy ``name``."""
     return importlib.import_module(STRATEGIES[check_strategy(name)]).select
+
+
+def model_opinions(name: str) -> tuple[str, ...]:
+    """The models (``"champion"``, ``"latest"``) whose opinions strategy ``name`` uses."""
+    return tuple(importlib.import_module(STRATEGIES[check_strategy(name)]).MODEL_OPINIONS)

@@ -44,7 +44,7 @@ LEARNING = {
 }
 # Short leases and a short visibility timeout, so redelivery after a killed worker happens
 # within seconds; every step here is far shorter than the visibility timeout.
-CYCLES = {"lease_s": 4.0, "heartbeat_s": 0.5, "relay_interval_s": 0.5}
+CYCLES = {"lease_s": 4.0, "heartbeat_s": 0.5, "relay_interval_s": 0.5, "shard_size": 400}
 BROKER = {"visibility_timeout_s": 12, "restore_interval_s": 1, "max_retries": 2}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 

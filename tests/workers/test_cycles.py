@@ -39,6 +39,10 @@ def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager
     assert [cycle_summary(dep, c) for c in (1, 2)] == eager_reference
     assert cpu.received("cycle_consensus") == cpu.received("cycle_finish") == 2
     assert gpu.received("cycle_select") == gpu.received("cycle_train") == 2
+    # Each select step fanned out: one task per shard of its plan, then one merge.
+    shards = sum(dep.cycle(c).outputs["select_plan"]["shards"] for c in (1, 2))
+    assert shards >= 6 and gpu.received("cycle_select_shard") == shards
+    assert gpu.received("cycle_select_merge") == 2
     assert cpu.received("cycle_select") == gpu.received("cycle_consensus") == 0
     assert dep.cycle(2).trigger == "manual" and current(dep.ws.db) is None  # lock released
 

@@ -53,7 +53,7 @@ def test_eager_chain_runs_a_whole_cycle(eager) -> None:
     with ws.db.session() as s:
         cycle = s.get(Cycle, cycle_id)
         assert cycle.state == "promoted" and set(cycle.outputs) == {
-            "consensus", "profile", "selection", "train"
+            "consensus", "profile", "select_plan", "selection", "train"
         }  # fmt: skip
         assert cycle.worker.startswith("finish:")
     assert current(ws.db) is None  # the finish step gave the lock back

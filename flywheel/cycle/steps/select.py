@@ -1,16 +1,25 @@
 """Step 2 (GPU): SSL embedding, pseudo-label selection, labels written, a new dataset
 version; output ``dataset_version_out``.
 
-The labels and ``outputs["selection"]`` commit in one transaction
-(:mod:`flywheel.cycle.label_writer`), and the accepted labels are also kept in the store
-(:mod:`flywheel.cycle.artifacts`), so the next step trains on exactly what was selected.
-The step fixes the model's input (size, channels, resize policy) as
-``outputs["selection"]["input"]``. The strategy is ``learning.selection``, looked up in
-:data:`flywheel.select.strategies.STRATEGIES`.
+The step runs in three parts, so that a pool of millions is spread over workers:
+
+1. **plan** (:func:`plan_select_step`, one task): the data profile, the SSL model, the
+   embedding candidates judged on the human labels, and a plan
+   (:mod:`flywheel.cycle.select_plan`) that splits the pool into ``cycles.shard_size`` shards;
+2. **shards** (:func:`flywheel.cycle.steps.select_shard.run_select_shard`, one task per
+   shard, on any number of GPU workers at once): each embeds its shard and scores it with
+   the models the strategy asks for, into the embedding store;
+3. **merge** (:func:`flywheel.cycle.steps.select_merge.run_select_merge_step`, one task):
+   selects from the stored vectors, writes the labels and a dataset version.
+
+:func:`run_select_step` runs the three here, one after another (the embedded default); the
+workers run the shards as a Celery chord. The labels and ``outputs["selection"]`` commit in
+one transaction, and the step fixes the model's input as ``outputs["selection"]["input"]``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,56 +27,141 @@ import numpy as np
 from torch import nn
 
 from flywheel.config import LearningSettings
-from flywheel.cycle.artifacts import save_selection
-from flywheel.cycle.label_writer import write_selection
 from flywheel.cycle.profile import resolve_profile
+from flywheel.cycle.select_plan import (
+    SELECT_PLAN,
+    SelectPlan,
+    plan_of,
+    plan_record,
+    write_plan_files,
+)
 from flywheel.cycle.state import (
     Progress,
     Step,
     cycle_learning,
-    finished_selection_rounds,
     load_cycle,
     load_data,
+    record_output,
     reporter,
-    update_cycle,
 )
+from flywheel.cycle.steps.select_merge import run_select_merge_step
+from flywheel.cycle.steps.select_shard import run_select_shard
 from flywheel.db.models import CycleState
 from flywheel.errors import InvalidInputError
 from flywheel.learn.data import CycleData
+from flywheel.learn.embedders import PRETRAINED, SSL, embedder_bytes
 from flywheel.learn.embedding_store import EmbeddingStore
-from flywheel.learn.embeddings import choose_embedding
+from flywheel.learn.embeddings import embed_ids, embedders, judge_embedders
 from flywheel.learn.pretrained import PretrainedStart
-from flywheel.learn.recipe import (
-    classifier_probs,
-    pretrained_start,
-    start_backbone,
-    train_ssl_backbone,
-)
+from flywheel.learn.recipe import pretrained_start, start_backbone, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry
-from flywheel.learn.snapshots import save_embeddings
 from flywheel.learn.ssl.loop import SSLResult
-from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
-from flywheel.select.result import Decision
-from flywheel.select.strategies import SelectionInputs, strategy
+from flywheel.select.strategies import model_opinions
 from flywheel.workspace import Workspace
 
 
 def run_select_step(
     ws: Workspace, registry: ModelRegistry, cycle_id: int, progress: Progress | None = None
 ) -> str:
-    """Select pseudo-labels, write them, snapshot a dataset version; returns its id."""
+    """Plan, embed every shard, merge: all here. Returns the new dataset version's id."""
     cycle = load_cycle(ws, cycle_id)
-    if cycle.dataset_version_out is not None:
-        return cycle.dataset_version_out
+    if cycle.dataset_version_out is None and "selection" not in (cycle.outputs or {}):
+        plan, data = plan_select_step(ws, registry, cycle_id, progress)
+        step = reporter(ws, cycle_id, progress)
+        for shard in range(plan.shards):
+            # The planned pool, decoded once: its cache serves every shard.
+            images = None
+            if data is not None:
+                start, end = plan.shard_bounds(shard)
+                images = data.pool_images[np.arange(start, end)]
+            run_select_shard(ws, registry, cycle_id, shard, images)
+            step(CycleState.EMBEDDING, shard_progress(shard, plan), shard_message(shard, plan))
+        return run_select_merge_step(ws, registry, cycle_id, progress, data)
+    return run_select_merge_step(ws, registry, cycle_id, progress)
+
+
+def shard_progress(shard: int, plan: SelectPlan) -> float:
+    return 0.2 + 0.05 * (shard + 1) / plan.shards
+
+
+def shard_message(shard: int, plan: SelectPlan) -> str:
+    return f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
+
+
+def plan_select_step(
+    ws: Workspace, registry: ModelRegistry, cycle_id: int, progress: Progress | None = None
+) -> tuple[SelectPlan, CycleData | None]:
+    """The cycle's plan (recorded once; a retry returns it) and, when made now, the data it
+    was made from (None when it was recorded before)."""
+    cycle = load_cycle(ws, cycle_id)
+    plan = plan_of(cycle)
+    if plan is not None:
+        return plan, None
     step = reporter(ws, cycle_id, progress)
-    if "selection" not in (cycle.outputs or {}):
-        step(CycleState.EMBEDDING, 0.0, "deciding the data profile")
-        resolve_profile(ws, cycle_id, cycle_learning(cycle))
-        select_and_write(ws, registry, cycle_id, cycle_learning(load_cycle(ws, cycle_id)), step)
-    step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
-    version, _ = ws.versions.snapshot(f"cycle {cycle_id}")  # content-addressed: same id
-    update_cycle(ws, cycle_id, dataset_version_out=version.id)
-    return version.id
+    step(CycleState.EMBEDDING, 0.0, "deciding the data profile")
+    resolve_profile(ws, cycle_id, cycle_learning(cycle))
+    learning = cycle_learning(load_cycle(ws, cycle_id))
+    step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
+    data = load_data(ws, cycle_id, learning)
+    plan, embedder = make_plan(ws, registry, data, learning, step)
+    write_plan_files(ws, cycle_id, plan, data.pool_ids, embedder)
+    record_output(ws, cycle_id, SELECT_PLAN, plan_record(plan))
+    return plan, data
+
+
+def make_plan(
+    ws: Workspace, registry: ModelRegistry, data: CycleData, learning: LearningSettings, step: Step
+) -> tuple[SelectPlan, bytes]:
+    """The plan for ``data``, and the chosen embedder's file."""
+    champion, latest = registry.champion(), registry.latest()
+    ssl, pretrained = cycle_ssl(
+        ws,
+        data,
+        learning,
+        lambda e, n, _: step(CycleState.EMBEDDING, 0.2 * e / n, f"SSL epoch {e}/{n}"),
+    )
+    # Only label-free embeddings compete: the champion's own features were trained on the
+    # human labels, so a leave-one-out judge on those labels would always crown them.
+    candidates: dict[str, nn.Module] = {SSL: ssl.encoder} if ssl is not None else {}
+    if ssl is None and pretrained is not None:  # no SSL: the pretrained features as they are
+        candidates[PRETRAINED] = start_backbone(learning, data, None, pretrained)
+    store = EmbeddingStore(ws.settings.storage_root)
+    step(CycleState.EMBEDDING, 0.2, "judging the embeddings on the human labels")
+    options = embedders(candidates, data.pool_images, data.labeled.images)
+    labeled = {e.name: embed_ids(store, e, data.labeled.ids, data.labeled.images) for e in options}
+    best_name, scores = judge_embedders(labeled, data.labeled.labels)
+    best = next(e for e in options if e.name == best_name)
+    embed_ids(store, best, data.test.ids, data.test.images)  # few: embedded with the plan
+
+    # Bootstrap (fixmatch "first"): with no model yet, FixMatch on the pool does better than
+    # the agreement quota's pseudo-labels picked without a model's second opinion
+    # (bench/LEARNING_NOTES.md). With consistency in every cycle, the first cycle selects
+    # too: what calibration certifies is safe, and the review queue needs filling.
+    bootstrap = champion is None and learning.fixmatch == "first"
+    models = {
+        role: model.version
+        for role, model in (("champion", champion), ("latest", latest))
+        if not bootstrap
+        and role in model_opinions(learning.selection)
+        and model is not None
+        and model.predicts(data.classes)
+    }
+    shard_size = ws.settings.cycles.shard_size
+    plan = SelectPlan(
+        embedder=best.name,
+        fingerprint=best.fingerprint,
+        scores=scores,
+        shard_size=shard_size,
+        shards=math.ceil(len(data.pool_ids) / shard_size),
+        pool=len(data.pool_ids),
+        input=data.input.as_dict() if data.input else {},
+        classes=list(data.classes),
+        models=models,
+        bootstrap=bootstrap,
+        ssl=ssl.run if ssl is not None else None,
+        pretrained=pretrained.summary() if pretrained is not None else None,
+    )
+    return plan, embedder_bytes(best.name, best.module)
 
 
 def cycle_ssl(
@@ -94,96 +188,3 @@ def run_ssl_step(
     resolve_profile(ws, cycle_id, cycle_learning(cycle))
     learning = cycle_learning(load_cycle(ws, cycle_id))
     return cycle_ssl(ws, load_data(ws, cycle_id, learning), learning, progress)[0]
-
-
-def pool_probs_of(
-    registry: ModelRegistry, version: str | None, loaded: dict[str, nn.Module], data: CycleData
-) -> Callable[[], np.ndarray | None]:
-    """The (n_pool, C) probabilities of model ``version`` (None: no such model), loading
-    each model once per step."""
-
-    def probs() -> np.ndarray | None:
-        if version is None:
-            return None
-        if version not in loaded:
-            loaded[version] = registry.load(version)
-        return classifier_probs(loaded[version], data.pool_images, data.num_classes)
-
-    return probs
-
-
-def select_and_write(
-    ws: Workspace,
-    registry: ModelRegistry,
-    cycle_id: int,
-    learning: LearningSettings,
-    step: Step,
-) -> None:
-    step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
-    data = load_data(ws, cycle_id, learning)
-    champion, latest = registry.champion(), registry.latest()
-    ssl, pretrained = cycle_ssl(
-        ws,
-        data,
-        learning,
-        lambda e, n, _: step(CycleState.EMBEDDING, 0.2 * e / n, f"SSL epoch {e}/{n}"),
-    )
-    # Only label-free embeddings compete: the champion's own features were trained on the
-    # human labels, so a leave-one-out judge on those labels would always crown them.
-    candidates: dict[str, nn.Module] = {"ssl": ssl.encoder} if ssl is not None else {}
-    if ssl is None and pretrained is not None:  # no SSL: the pretrained features as they are
-        candidates["pretrained"] = start_backbone(learning, data, None, pretrained)
-    choice = choose_embedding(
-        candidates,
-        {"labeled": data.labeled.images, "pool": data.pool_images, "test": data.test.images},
-        {"labeled": data.labeled.ids, "pool": data.pool_ids, "test": data.test.ids},
-        data.labeled.labels,
-        EmbeddingStore(ws.settings.storage_root),
-    )
-    save_embeddings(ws, cycle_id, choice, data)
-
-    # Bootstrap (fixmatch "first"): with no model yet, FixMatch on the pool does better than
-    # the agreement quota's pseudo-labels picked without a model's second opinion
-    # (bench/LEARNING_NOTES.md). With consistency in every cycle, the first cycle selects
-    # too: what calibration certifies is safe, and the review queue needs filling.
-    bootstrap = champion is None and learning.fixmatch == "first"
-    outcome: SelectionOutcome | None = None
-    if bootstrap:
-        step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")
-        quality: dict[str, float | None] = {"pseudo_precision": None, "pseudo_coverage": 0.0}
-    else:
-        step(CycleState.SELECTING, 0.25, f"selecting pseudo-labels ({choice.name} embedding)")
-        loaded: dict[str, nn.Module] = {}
-        comparable = [m for m in (champion, latest) if m is not None and m.predicts(data.classes)]
-        champion_v, latest_v = (m.version if m in comparable else None for m in (champion, latest))
-        inputs = SelectionInputs(
-            data,
-            choice,
-            learning,
-            champion_probs=pool_probs_of(registry, champion_v, loaded, data),
-            latest_probs=pool_probs_of(registry, latest_v, loaded, data),
-            finished_rounds=lambda: finished_selection_rounds(ws),
-        )
-        outcome = strategy(learning.selection)(inputs)
-        quality = pseudo_label_quality(data, outcome.result)
-
-    step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
-    save_selection(ws, cycle_id, data, outcome)
-    summary = {
-        "bootstrap": bootstrap,
-        "embedding": choice.name,
-        "embedding_scores": choice.scores,
-        "pretrained": pretrained.summary() if pretrained is not None else None,
-        "ssl": ssl.run if ssl is not None else None,
-        "accepted": int((outcome.result.decision == Decision.ACCEPTED).sum()) if outcome else 0,
-        "needs_review": int(outcome.result.counts["needs_review"]) if outcome else 0,
-        "disputed_by_champion": int(outcome.result.counts.get("disputed_by_champion", 0))
-        if outcome
-        else 0,
-        "calibration": outcome.calibration if outcome else "bootstrap (no selection)",
-        "selection_round": None if bootstrap or outcome is None else outcome.selection_round,
-        "pool": len(data.pool_ids),
-        "input": data.input.as_dict() if data.input else None,
-        **quality,
-    }
-    write_selection(ws, cycle_id, data, outcome, summary)

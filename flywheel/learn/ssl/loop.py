@@ -111,23 +111,27 @@ class SSLResult:
         return nn.Sequential(self.backbone, self.projector).eval()
 
 
+def build_encoder(cfg: SSLConfig) -> nn.Sequential:
+    """A fresh backbone + projection head of ``cfg``'s shape: ``SSLResult.encoder``'s."""
+    backbone = build_backbone(
+        cfg.backbone, cfg.in_channels, cfg.augment.resize, cfg.width, cfg.stem_stride
+    )
+    projector = nn.Sequential(
+        nn.Linear(backbone.out_dim, cfg.hidden_dim),
+        nn.BatchNorm1d(cfg.hidden_dim),
+        nn.ReLU(),
+        nn.Linear(cfg.hidden_dim, cfg.embedding_dim),
+    )
+    return nn.Sequential(backbone, projector)
+
+
 class _SSLModel(nn.Module):
     """Backbone + projection head, and the method's own head that turns projections of
     two views into a loss (``flywheel.learn.ssl.methods``)."""
 
     def __init__(self, cfg: SSLConfig) -> None:
         super().__init__()
-        size = cfg.augment.resize
-        self.backbone = build_backbone(
-            cfg.backbone, cfg.in_channels, size, cfg.width, cfg.stem_stride
-        )
-        d = self.backbone.out_dim
-        self.projector = nn.Sequential(
-            nn.Linear(d, cfg.hidden_dim),
-            nn.BatchNorm1d(cfg.hidden_dim),
-            nn.ReLU(),
-            nn.Linear(cfg.hidden_dim, cfg.embedding_dim),
-        )
+        self.backbone, self.projector = build_encoder(cfg)
         self.head = method_head(cfg)
 
     def loss(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:

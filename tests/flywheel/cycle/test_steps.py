@@ -91,7 +91,8 @@ def test_each_step_run_again_returns_its_output_and_writes_nothing(ws, registry)
     c2 = second.cycle_id
     before, row_before = totals(ws, registry), cycle_row(ws, c2)
     row1_before = cycle_row(ws, first.cycle_id)
-    assert row_before["outputs"].keys() == {"consensus", "profile", "selection", "train"}
+    outputs = {"consensus", "profile", "select_plan", "selection", "train"}
+    assert row_before["outputs"].keys() == outputs
 
     assert run_consensus_step(ws, c2) == row_before["outputs"]["consensus"]
     assert run_select_step(ws, registry, c2) == second.dataset_version

@@ -1,0 +1,69 @@
+"""One shard of a select step's pool: embedded with the planned embedder and scored by the
+planned models, into the embedding store (:mod:`flywheel.cycle.steps.select`).
+
+A shard task reads only its plan, its ids, the embedder's file and its own images, so any
+GPU worker can run any shard, and many at once. It is idempotent: its outputs are named by
+the ids they hold (``EmbeddingStore.holds``), so a shard already done returns at once, and a
+shard whose worker was killed is redone alone, by whichever worker gets it next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flywheel.cycle.select_plan import (
+    plan_of,
+    read_embedder_file,
+    read_shard_ids,
+)
+from flywheel.cycle.state import cycle_learning, load_cycle
+from flywheel.errors import InvalidInputError
+from flywheel.learn.data import pool_source
+from flywheel.learn.embedders import load_embedder
+from flywheel.learn.embedding_store import EmbeddingStore
+from flywheel.learn.pool_images import ImageSource
+from flywheel.learn.recipe import classifier_probs
+from flywheel.learn.registry import ModelRegistry
+from flywheel.learn.ssl.embed import embed
+from flywheel.workspace import Workspace
+
+
+def run_select_shard(
+    ws: Workspace,
+    registry: ModelRegistry,
+    cycle_id: int,
+    shard: int,
+    images: ImageSource | None = None,
+) -> dict[str, Any]:
+    """Embed and score shard ``shard`` of cycle ``cycle_id``'s plan; ``images``: its images
+    when the caller holds them (else they are read from the blob store). Returns what was
+    computed now (nothing when a copy of the task already did it)."""
+    cycle = load_cycle(ws, cycle_id)
+    plan = plan_of(cycle)
+    if plan is None:
+        raise InvalidInputError(f"cycle {cycle_id} has no select plan: plan it first")
+    plan.shard_bounds(shard)  # a shard the plan has
+    ids = read_shard_ids(ws, cycle_id, shard)
+    store = EmbeddingStore(ws.settings.storage_root)
+    scored = {v: plan.probs_fingerprint(v) for v in sorted(set(plan.models.values()))}
+    todo = [fp for fp in (plan.fingerprint, *scored.values()) if not store.holds(fp, ids)]
+    if not todo:
+        return {"shard": shard, "samples": len(ids), "computed": []}
+    learning = cycle_learning(cycle)
+    if images is None:
+        images = pool_source(ws.blobs, ids, plan.spec, learning.pool_cache_mb << 20)
+    if len(images) != len(ids):
+        raise InvalidInputError(f"shard {shard}: {len(images)} images for {len(ids)} ids")
+    computed = []
+    if plan.fingerprint in todo:
+        module = load_embedder(read_embedder_file(ws, cycle_id), learning, plan.spec)
+        store.put(plan.fingerprint, ids, embed(module, images))
+        computed.append(plan.embedder)
+    for version, fp in scored.items():
+        if fp in todo:
+            probs = classifier_probs(registry.load(version), images, len(plan.classes))
+            store.put(fp, ids, np.asarray(probs, dtype=np.float32))
+            computed.append(f"model {version}")
+    return {"shard": shard, "samples": len(ids), "computed": computed}
