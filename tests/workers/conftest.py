@@ -197,7 +197,7 @@ def make_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
             data_dir=root / "data",
             database={"url": database_url},
             broker={"url": broker_url, **BROKER},
-            cycles=CYCLES,
+            cycles={**CYCLES, **overrides.pop("cycles", {})},
             learning=LEARNING,
             **overrides,
         )

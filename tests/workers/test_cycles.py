@@ -13,9 +13,11 @@ from sqlalchemy import func, select
 
 from flywheel.cycle.lease import current
 from flywheel.cycle.outbox import pending
-from flywheel.cycle.requests import request_cycle
+from flywheel.cycle.requests import STEP_LEASE, request_cycle
 from flywheel.db import Label
+from flywheel.db.models import CycleLease
 from flywheel.errors import ConflictError
+from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.registry import ModelRegistry
 from tests.conftest import postgres_schema_url
 from tests.workers.conftest import cycle_summary, wait_until
@@ -101,6 +103,41 @@ def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment
         assert per_sample == []  # no sample got two labels from the cycle
         assert current(dep.ws.db) is None
         dep.stop()
+
+
+def test_a_worker_killed_mid_shard_has_that_shard_redone_alone(make_deployment, eager_reference):
+    """Small shards, two GPU workers. SIGKILL one of them while it runs a shard of the
+    select step: that shard is redelivered to the other worker, every shard's vectors are
+    stored once, and the cycle ends as the embedded run's did (the shard size changes
+    nothing)."""
+    dep = make_deployment("shard-kill", broker_url=BROKER_A, cycles={"shard_size": 40})
+    a, b = dep.start_workers("a", "b")
+    assert dep.cli("cycle", "run", "--no-wait").returncode == 0
+
+    def mid_shard() -> str | None:
+        """A shard task's runner while it runs: it holds its shard's step lease from its
+        start to its end, before its message is acknowledged."""
+        with dep.ws.db.session() as s:
+            return s.scalars(
+                select(CycleLease.holder).where(CycleLease.name.like(f"{STEP_LEASE}:shard-%"))
+            ).first()
+
+    runner = wait_until(mid_shard, 180, "a shard task of cycle 1 to run", every=0.01)
+    pid = int(runner.rsplit(":", 1)[1])
+    victim, survivor = (a, b) if a.owns(pid) else (b, a)
+    assert victim.owns(pid), runner
+    victim.kill()
+
+    done = dep.wait_cycle(1)
+    plan = done.outputs["select_plan"]
+    assert cycle_summary(dep, 1) == eager_reference[0]
+    # Every shard ran to its end once; the killed one was received twice.
+    received = victim.received("cycle_select_shard") + survivor.received("cycle_select_shard")
+    assert received > plan["shards"] >= 20
+    store = EmbeddingStore(dep.settings.storage_root)
+    # each shard written once, beside the labeled and test vectors embedded by the plan
+    assert len(store.shards(plan["fingerprint"])) == plan["shards"] + 2
+    assert current(dep.ws.db) is None
 
 
 def test_a_permanent_error_fails_the_cycle_once(make_deployment):

@@ -67,25 +67,15 @@ def run_select_step(
     cycle = load_cycle(ws, cycle_id)
     if cycle.dataset_version_out is None and "selection" not in (cycle.outputs or {}):
         plan, data = plan_select_step(ws, registry, cycle_id, progress)
-        step = reporter(ws, cycle_id, progress)
         for shard in range(plan.shards):
             # The planned pool, decoded once: its cache serves every shard.
             images = None
             if data is not None:
                 start, end = plan.shard_bounds(shard)
                 images = data.pool_images[np.arange(start, end)]
-            run_select_shard(ws, registry, cycle_id, shard, images)
-            step(CycleState.EMBEDDING, shard_progress(shard, plan), shard_message(shard, plan))
+            run_select_shard(ws, registry, cycle_id, shard, images, progress)
         return run_select_merge_step(ws, registry, cycle_id, progress, data)
     return run_select_merge_step(ws, registry, cycle_id, progress)
-
-
-def shard_progress(shard: int, plan: SelectPlan) -> float:
-    return 0.2 + 0.05 * (shard + 1) / plan.shards
-
-
-def shard_message(shard: int, plan: SelectPlan) -> str:
-    return f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
 
 
 def plan_select_step(

@@ -18,7 +18,8 @@ from flywheel.cycle.select_plan import (
     read_embedder_file,
     read_shard_ids,
 )
-from flywheel.cycle.state import cycle_learning, load_cycle
+from flywheel.cycle.state import Progress, cycle_learning, load_cycle, reporter
+from flywheel.db.models import CycleState
 from flywheel.errors import InvalidInputError
 from flywheel.learn.data import pool_source
 from flywheel.learn.embedders import load_embedder
@@ -36,20 +37,28 @@ def run_select_shard(
     cycle_id: int,
     shard: int,
     images: ImageSource | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Embed and score shard ``shard`` of cycle ``cycle_id``'s plan; ``images``: its images
     when the caller holds them (else they are read from the blob store). Returns what was
-    computed now (nothing when a copy of the task already did it)."""
+    computed now (nothing when a copy of the task already did it). The cycle's message
+    says which shard ended last (shards end in any order on several workers)."""
     cycle = load_cycle(ws, cycle_id)
     plan = plan_of(cycle)
     if plan is None:
         raise InvalidInputError(f"cycle {cycle_id} has no select plan: plan it first")
     plan.shard_bounds(shard)  # a shard the plan has
+    if "selection" in (cycle.outputs or {}):  # a late copy: the merge already selected
+        return {"shard": shard, "samples": 0, "computed": []}
     ids = read_shard_ids(ws, cycle_id, shard)
     store = EmbeddingStore(ws.settings.storage_root)
     scored = {v: plan.probs_fingerprint(v) for v in sorted(set(plan.models.values()))}
     todo = [fp for fp in (plan.fingerprint, *scored.values()) if not store.holds(fp, ids)]
+    step = reporter(ws, cycle_id, progress)
+    done = f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
+    fraction = 0.2 + 0.05 * (shard + 1) / plan.shards
     if not todo:
+        step(CycleState.EMBEDDING, fraction, done)
         return {"shard": shard, "samples": len(ids), "computed": []}
     learning = cycle_learning(cycle)
     if images is None:
@@ -66,4 +75,5 @@ def run_select_shard(
             probs = classifier_probs(registry.load(version), images, len(plan.classes))
             store.put(fp, ids, np.asarray(probs, dtype=np.float32))
             computed.append(f"model {version}")
+    step(CycleState.EMBEDDING, fraction, done)
     return {"shard": shard, "samples": len(ids), "computed": computed}
