@@ -56,27 +56,34 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return out, d.target[pick]
 
 
-def measure(n: int) -> dict[str, Any]:
-    import tempfile
-
+def synthetic_candidates(n: int) -> list[Any]:
+    """``n`` pool samples, 5 seed labels per class and 300 test samples, as ingest
+    candidates (PNG bytes made when read), in a fixed shuffled order."""
     from harness.digits import png_bytes
 
-    from flywheel.config import LearningSettings, Settings
-    from flywheel.cycle.runner import run_cycle
-    from flywheel.learn.registry import ModelRegistry
-    from flywheel.store.ingest import Candidate, ingest_candidates
-    from flywheel.workspace import open_workspace
+    from flywheel.store.ingest import Candidate
 
     images, labels = synthetic_digits(n + 350)
-    rng = np.random.default_rng(1)
     seed_rows = np.concatenate([np.flatnonzero(labels[: n + 50] == c)[:5] for c in range(10)])
     split = np.full(n + 350, "pool", dtype=object)
     split[seed_rows] = "train"
     split[n + 50 :] = "test"
-    cands = [
+    return [
         Candidate(f"{split[i]}/{i}", lambda i=i: png_bytes(images[i]), str(labels[i]), split[i])
-        for i in rng.permutation(n + 350)
+        for i in np.random.default_rng(1).permutation(n + 350)
     ]
+
+
+def measure(n: int) -> dict[str, Any]:
+    import tempfile
+
+    from flywheel.config import LearningSettings, Settings
+    from flywheel.cycle.runner import run_cycle
+    from flywheel.learn.registry import ModelRegistry
+    from flywheel.store.ingest import ingest_candidates
+    from flywheel.workspace import open_workspace
+
+    cands = synthetic_candidates(n)
     with tempfile.TemporaryDirectory(prefix="flywheel-scale-") as tmp:
         learning = LearningSettings(**BUDGET)
         settings = Settings(data_dir=tmp, learning=learning)

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from bench_pool_scale import BUDGET, synthetic_digits
+from bench_pool_scale import BUDGET, synthetic_candidates
 from harness.brokers import flush, start_worker, wait_ready
 from harness.cli import RESULTS, add_out, parser
 from harness.network import free_port
@@ -49,22 +48,11 @@ S3_KEYS = {
 
 def ingest(settings: Any, n: int) -> None:
     """``n`` pool images, 50 seed labels and 300 test images into ``settings``' project."""
-    from harness.digits import png_bytes
-
-    from flywheel.store.ingest import Candidate, ingest_candidates
+    from flywheel.store.ingest import ingest_candidates
     from flywheel.workspace import open_workspace
 
-    images, labels = synthetic_digits(n + 350)
-    seed_rows = np.concatenate([np.flatnonzero(labels[: n + 50] == c)[:5] for c in range(10)])
-    split = np.full(n + 350, "pool", dtype=object)
-    split[seed_rows] = "train"
-    split[n + 50 :] = "test"
-    cands = [
-        Candidate(f"{split[i]}/{i}", lambda i=i: png_bytes(images[i]), str(labels[i]), split[i])
-        for i in np.random.default_rng(1).permutation(n + 350)
-    ]
     ws = open_workspace(settings)
-    ingest_candidates(ws.db, ws.blobs, cands, "fanout", settings.ingest)
+    ingest_candidates(ws.db, ws.blobs, synthetic_candidates(n), "fanout", settings.ingest)
     ws.close()
 
 

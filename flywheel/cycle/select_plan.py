@@ -8,7 +8,7 @@ else: not the pool, not the SSL cache of the node that planned.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from flywheel.datasets.fingerprint import fingerprint
@@ -65,10 +65,6 @@ def plan_of(cycle: Cycle) -> SelectPlan | None:
     if not raw or raw.get("version") != PLAN_VERSION:
         return None
     return SelectPlan(**raw)
-
-
-def plan_record(plan: SelectPlan) -> dict[str, Any]:
-    return asdict(plan)
 
 
 def _shard_file(shard: int) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,6 @@ from flywheel.cycle.select_plan import (
     SELECT_PLAN,
     SelectPlan,
     plan_of,
-    plan_record,
     write_plan_files,
 )
 from flywheel.cycle.state import (
@@ -95,7 +95,7 @@ def plan_select_step(
     data = load_data(ws, cycle_id, learning)
     plan, embedder = make_plan(ws, registry, data, learning, step)
     write_plan_files(ws, cycle_id, plan, data.pool_ids, embedder)
-    record_output(ws, cycle_id, SELECT_PLAN, plan_record(plan))
+    record_output(ws, cycle_id, SELECT_PLAN, asdict(plan))
     return plan, data
 
 

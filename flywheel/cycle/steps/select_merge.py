@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import save_selection
 from flywheel.cycle.label_writer import write_selection
 from flywheel.cycle.select_plan import SelectPlan, plan_of, read_embedder_file
@@ -53,7 +54,7 @@ def run_select_merge_step(
             raise InvalidInputError(f"cycle {cycle_id} has no select plan: plan it first")
         learning = cycle_learning(cycle)
         data = data if data is not None else load_data(ws, cycle_id, learning)
-        select_and_write(ws, cycle_id, plan, data, step)
+        select_and_write(ws, cycle_id, plan, data, learning, step)
     step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
     version, _ = ws.versions.snapshot(f"cycle {cycle_id}")  # content-addressed: same id
     update_cycle(ws, cycle_id, dataset_version_out=version.id)
@@ -61,30 +62,24 @@ def run_select_merge_step(
 
 
 def planned_choice(
-    ws: Workspace, cycle_id: int, plan: SelectPlan, data: CycleData
+    ws: Workspace, cycle_id: int, plan: SelectPlan, data: CycleData, learning: LearningSettings
 ) -> EmbeddingChoice:
-    """The plan's embedding of ``data``, from the store. A sample labeled by a person since
-    the plan was made is in no shard and not among the labeled it embedded: such few are
-    embedded now."""
+    """The plan's embedding of ``data``, from the store, read in one pass over its shards. A
+    sample labeled by a person since the plan was made is in no shard and not among the
+    labeled it embedded: such few are embedded now."""
     store = EmbeddingStore(ws.settings.storage_root)
-
-    def vectors(ids: list[str], images: np.ndarray) -> np.ndarray:
-        try:
-            return store.get(plan.fingerprint, ids) if ids else np.zeros((0, 0), np.float32)
-        except NotFoundError:
-            raw = read_embedder_file(ws, cycle_id)
-            module = load_embedder(raw, cycle_learning(load_cycle(ws, cycle_id)), plan.spec)
-            return embed_ids(store, Embedder(plan.embedder, module, plan.fingerprint), ids, images)
-
-    pool = store.get(plan.fingerprint, data.pool_ids) if data.pool_ids else np.zeros((0, 0))
-    return EmbeddingChoice(
-        plan.embedder,
-        plan.fingerprint,
-        vectors(data.labeled.ids, data.labeled.images),
-        pool.astype(np.float32, copy=False),
-        vectors(data.test.ids, data.test.images),
-        plan.scores,
-    )
+    parts = (data.labeled.ids, data.pool_ids, data.test.ids)
+    try:
+        every = store.get(plan.fingerprint, [sid for ids in parts for sid in ids])
+        ends = np.cumsum([len(ids) for ids in parts])
+        labeled, pool, test = np.split(every, ends[:2])
+    except NotFoundError:
+        module = load_embedder(read_embedder_file(ws, cycle_id), learning, plan.spec)
+        embedder = Embedder(plan.embedder, module, plan.fingerprint)
+        labeled = embed_ids(store, embedder, data.labeled.ids, data.labeled.images)
+        pool = store.get(plan.fingerprint, data.pool_ids)  # the shards' own: never redone here
+        test = embed_ids(store, embedder, data.test.ids, data.test.images)
+    return EmbeddingChoice(plan.embedder, plan.fingerprint, labeled, pool, test, plan.scores)
 
 
 def stored_opinion(
@@ -104,15 +99,19 @@ def stored_opinion(
 
 
 def select_and_write(
-    ws: Workspace, cycle_id: int, plan: SelectPlan, data: CycleData, step: Callable
+    ws: Workspace,
+    cycle_id: int,
+    plan: SelectPlan,
+    data: CycleData,
+    learning: LearningSettings,
+    step: Callable,
 ) -> None:
-    learning = cycle_learning(load_cycle(ws, cycle_id))
     if list(data.classes) != plan.classes:
         raise InvalidInputError(
             f"the classes changed since the plan ({plan.classes} -> {data.classes}): "
             "run the cycle again"
         )
-    choice = planned_choice(ws, cycle_id, plan, data)
+    choice = planned_choice(ws, cycle_id, plan, data, learning)
     save_embeddings(ws, cycle_id, choice, data)
     outcome: SelectionOutcome | None = None
     if plan.bootstrap:
