@@ -49,9 +49,11 @@ lint: $(STAMP)
 # Lint first (cheap), then the whole suite: unit and integration tests against the real
 # PostgreSQL and Redis on loopback, and the web UI in headless Chromium (`make browser`).
 # pytest exits non-zero on failures and on "no tests".
+# Two pytest workers, one test file each at a time: the files that share a service (a Redis
+# database, a worker deployment) keep their tests on one worker, in order.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -9,10 +9,15 @@ memory that grew with the pool would show. Each size runs in a fresh process; pe
 that process's VmHWM after ingest (the cycle's own peak, the ingest's reset away).
 
     .venv/bin/python bench/bench_pool_scale.py --sizes 5000 20000 80000
+    .venv/bin/python bench/bench_pool_scale.py --sizes 10000 100000 --select-sizes 10000 1000000
+
+``--select-sizes`` runs the select step alone (plan, every shard embedded and scored, merge):
+the part of a cycle that reads the whole pool, for sizes a whole cycle would take hours at.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -74,11 +79,16 @@ def synthetic_candidates(n: int) -> list[Any]:
     ]
 
 
-def measure(n: int) -> dict[str, Any]:
+def measure(n: int, run: str = "cycle") -> dict[str, Any]:
+    """One size in this process: ingest, then ``run``: a whole cycle ("cycle"), or its
+    consensus and select steps only ("select": plan, embed and score every shard, merge)."""
     import tempfile
 
     from flywheel.config import LearningSettings, Settings
     from flywheel.cycle.runner import run_cycle
+    from flywheel.cycle.state import load_cycle, start_cycle
+    from flywheel.cycle.steps.consensus import run_consensus_step
+    from flywheel.cycle.steps.select import run_select_step
     from flywheel.learn.registry import ModelRegistry
     from flywheel.store.ingest import ingest_candidates
     from flywheel.workspace import open_workspace
@@ -91,54 +101,75 @@ def measure(n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         ingest_candidates(ws.db, ws.blobs, cands, "scale", settings.ingest)
         ingest_s = time.perf_counter() - t0
+        del cands  # the candidates hold the generated images: not the cycle's memory
+        gc.collect()
         registry = ModelRegistry.from_settings(settings)
         reset_peak_rss()
         base_kb = status_kb("VmRSS")
         t0 = time.perf_counter()
-        result = run_cycle(ws, registry, learning)
+        if run == "cycle":
+            metrics = run_cycle(ws, registry, learning).metrics
+        else:
+            cycle_id = start_cycle(ws, learning)
+            run_consensus_step(ws, cycle_id)
+            run_select_step(ws, registry, cycle_id)
+            metrics = {**load_cycle(ws, cycle_id).outputs["selection"], "test_accuracy": None}
         cycle_s = time.perf_counter() - t0
         peak_kb = status_kb("VmHWM")
         ws.close()
-    pool = result.metrics["pool"]
+    pool = metrics["pool"]
     return {
+        "run": run,
         "pool": pool,
         "ingest_s": round(ingest_s, 1),
         "cycle_s": round(cycle_s, 1),
         "s_per_1k": round(1000 * cycle_s / pool, 2),
         "peak_rss_mib": round(peak_kb / 1024, 1),
         "cycle_growth_mib": round((peak_kb - base_kb) / 1024, 1),
-        "test_accuracy": result.metrics["test_accuracy"],
-        "accepted": result.metrics["accepted"],
+        "test_accuracy": metrics["test_accuracy"],
+        "accepted": metrics["accepted"],
     }
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "child":
-        print(json.dumps(measure(int(sys.argv[2]))), flush=True)
+    if len(sys.argv) > 3 and sys.argv[1] == "child":
+        print(json.dumps(measure(int(sys.argv[2]), sys.argv[3])), flush=True)
         return
     ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    ap.add_argument(
+        "--select-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="pool sizes to run the select step alone at (embed + select), after the cycles",
+    )
     add_out(ap, RESULTS / "pool_scale.json")
     args = ap.parse_args()
-    rows = []
-    for n in args.sizes:
-        row = run_json(self_command(__file__, "child", str(n)))
+    rows: list[dict[str, Any]] = []
+    runs = [("cycle", n) for n in args.sizes] + [("select", n) for n in args.select_sizes]
+    for run, n in runs:
+        row = run_json(self_command(__file__, "child", str(n), run))
         rows.append(row)
         print(json.dumps(row), flush=True)
         args.out.write_text(json.dumps({"budget": BUDGET, "rows": rows}, indent=2))
-    first = rows[0]
-    print("| pool | cycle s | s / 1k images | peak RSS MiB | cycle growth MiB | test acc |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| run | pool | s | s / 1k images | peak RSS MiB | growth MiB | test acc |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        acc = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.1f}"
         print(
-            f"| {r['pool']:,} | {r['cycle_s']} | {r['s_per_1k']} | {r['peak_rss_mib']} | "
-            f"{r['cycle_growth_mib']} | {100 * r['test_accuracy']:.1f} |"
+            f"| {r['run']} | {r['pool']:,} | {r['cycle_s']} | {r['s_per_1k']} | "
+            f"{r['peak_rss_mib']} | {r['cycle_growth_mib']} | {acc} |"
         )
-    last = rows[-1]
-    print(
-        f"largest/smallest: time per image x{last['s_per_1k'] / first['s_per_1k']:.2f}, "
-        f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}"
-    )
+    for run in ("cycle", "select"):
+        mine = [r for r in rows if r["run"] == run]
+        if len(mine) > 1:
+            first, last = mine[0], mine[-1]
+            print(
+                f"{run}, {last['pool']:,} over {first['pool']:,}: time per image "
+                f"x{last['s_per_1k'] / first['s_per_1k']:.2f}, "
+                f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}"
+            )
 
 
 if __name__ == "__main__":

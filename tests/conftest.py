@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# pytest-xdist gives its workers COLUMNS=80. The CLI's rich console reads COLUMNS once, when
+# it is created at import, and would then keep 80 whatever width a test's runner asks for.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 from PIL import Image
 from sqlalchemy import create_engine, text
 

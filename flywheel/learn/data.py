@@ -24,8 +24,14 @@ from sqlalchemy import select
 from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
 from flywheel.db.models import Split
-from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
-from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, READ_BATCH, BlobImages, ImageSource
+from flywheel.errors import InvalidInputError
+from flywheel.learn.pool_images import (
+    DEFAULT_CACHE_BYTES,
+    READ_BATCH,
+    BlobImages,
+    ImageSource,
+    unusable_reason,
+)
 from flywheel.store import quarantine
 from flywheel.store.blobs import BlobStore
 from flywheel.store.images import to_model_input
@@ -101,20 +107,6 @@ class CycleData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def unusable_reason(got: bytes | Exception) -> str | None:
-    """Why a blob read (``BlobStore.get_many``'s result) leaves its sample unusable; None
-    for bytes. A failure that says nothing about the sample (a storage outage) is raised."""
-    if isinstance(got, NotFoundError):
-        return "blob missing from the store"
-    if isinstance(got, IntegrityError):
-        return "blob does not match its checksum"
-    if isinstance(got, InvalidInputError):  # an id that is no blob key
-        return f"unreadable: {got}"
-    if isinstance(got, Exception):
-        raise got
-    return None
 
 
 def decode_or_reason(data: bytes, spec: ModelInput) -> np.ndarray | str:

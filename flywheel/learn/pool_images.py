@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from flywheel.datasets.fingerprint import fingerprint
+from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.learn.backbones import images_to_tensor
 from flywheel.store.blobs import BlobStore
 
@@ -31,7 +32,27 @@ POOL_IMAGES_VERSION = 1
 
 
 class UnreadableSampleError(RuntimeError):
-    """A pool image could not be read after the cycle validated it (it vanished since)."""
+    """A pool image could not be used after the cycle checked it (its blob vanished, or no
+    longer matches its checksum or decodes, since). A storage outage is not this: its own
+    error is raised, to be retried. ``message`` first: a DataLoader worker re-raises it so."""
+
+    def __init__(self, message: str, sample_id: str | None = None) -> None:
+        super().__init__(message)
+        self.sample_id = sample_id
+
+
+def unusable_reason(got: bytes | Exception) -> str | None:
+    """Why a blob read (``BlobStore.get_many``'s result) leaves its sample unusable; None
+    for bytes. A failure that says nothing about the sample (a storage outage) is raised."""
+    if isinstance(got, NotFoundError):
+        return "blob missing from the store"
+    if isinstance(got, IntegrityError):
+        return "blob does not match its checksum"
+    if isinstance(got, InvalidInputError):  # an id that is no blob key
+        return f"unreadable: {got}"
+    if isinstance(got, Exception):
+        raise got
+    return None
 
 
 class BlobImages:
@@ -109,9 +130,14 @@ class BlobImages:
             rows = todo[start : start + READ_BATCH]
             fetched = self.blobs.get_many([ids[r] for r in rows])
             for row, got in zip(rows, fetched, strict=True):
-                if isinstance(got, Exception):
-                    raise UnreadableSampleError(f"sample {ids[row]}: {got}") from got
-                out[row] = self.decode(got)
+                reason = unusable_reason(got)  # a storage outage is raised as it is
+                if reason is not None:
+                    raise UnreadableSampleError(f"sample {ids[row]}: {reason}", ids[row])
+                try:
+                    out[row] = self.decode(got)
+                except Exception as exc:  # bytes in memory fail to decode only by themselves
+                    message = f"sample {ids[row]}: undecodable image: {exc}"
+                    raise UnreadableSampleError(message, ids[row]) from exc
                 owner.remember(ids[row], out[row])
         return out
 

@@ -30,6 +30,16 @@ def quarantined_ids() -> Select:
     return select(Quarantine.sample_id)
 
 
+def quarantined_among(db: Database, sample_ids: list[str]) -> set[str]:
+    """Those of ``sample_ids`` that are quarantined."""
+    found: set[str] = set()
+    with db.session() as s:
+        for start in range(0, len(sample_ids), 1000):  # bound the IN list
+            batch = sample_ids[start : start + 1000]
+            found.update(s.scalars(quarantined_ids().where(Quarantine.sample_id.in_(batch))))
+    return found
+
+
 def record(db: Database, reasons: dict[str, str], cycle_id: int | None) -> int:
     """Quarantine each ``sample id -> reason``; returns how many were new.
 

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.config import LearningSettings
+from flywheel.cycle.lost_samples import checked_shard_images
 from flywheel.cycle.select_plan import (
+    SelectPlan,
     plan_of,
     read_embedder_file,
     read_shard_ids,
@@ -21,13 +24,13 @@ from flywheel.cycle.select_plan import (
 from flywheel.cycle.state import Progress, cycle_learning, load_cycle, reporter
 from flywheel.db.models import CycleState
 from flywheel.errors import InvalidInputError
-from flywheel.learn.data import pool_source
 from flywheel.learn.embedders import load_embedder
 from flywheel.learn.embedding_store import EmbeddingStore
-from flywheel.learn.pool_images import ImageSource
+from flywheel.learn.pool_images import ImageSource, UnreadableSampleError
 from flywheel.learn.recipe import classifier_probs
 from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.ssl.embed import embed
+from flywheel.store import quarantine
 from flywheel.workspace import Workspace
 
 
@@ -51,29 +54,57 @@ def run_select_shard(
     if "selection" in (cycle.outputs or {}):  # a late copy: the merge already selected
         return {"shard": shard, "samples": 0, "computed": []}
     ids = read_shard_ids(ws, cycle_id, shard)
-    store = EmbeddingStore(ws.settings.storage_root)
-    scored = {v: plan.probs_fingerprint(v) for v in sorted(set(plan.models.values()))}
-    todo = [fp for fp in (plan.fingerprint, *scored.values()) if not store.holds(fp, ids)]
+    lost = quarantine.quarantined_among(ws.db, ids)  # by an earlier run of this shard
+    ids = [sid for sid in ids if sid not in lost]
     step = reporter(ws, cycle_id, progress)
-    done = f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
-    fraction = 0.2 + 0.05 * (shard + 1) / plan.shards
-    if not todo:
-        step(CycleState.EMBEDDING, fraction, done)
-        return {"shard": shard, "samples": len(ids), "computed": []}
     learning = cycle_learning(cycle)
-    if images is None:
-        images = pool_source(ws.blobs, ids, plan.spec, learning.pool_cache_mb << 20)
-    if len(images) != len(ids):
-        raise InvalidInputError(f"shard {shard}: {len(images)} images for {len(ids)} ids")
+    computed: list[str] | None = None
+    if images is not None and len(images) == len(ids):
+        try:  # the caller's images (the eager path), checked when the pool was planned
+            computed = compute(ws, registry, cycle_id, plan, learning, ids, images)
+        except UnreadableSampleError:  # one was lost since: read and check them all below
+            computed = None
+    if computed is None:
+        computed = []
+        if missing_outputs(ws, plan, ids):
+            cache = learning.pool_cache_mb << 20
+            images = checked_shard_images(ws, cycle_id, ids, plan.spec, cache)
+            ids = images.ids
+            computed = compute(ws, registry, cycle_id, plan, learning, ids, images)
+    fraction = 0.2 + 0.05 * (shard + 1) / plan.shards
+    done = f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
+    step(CycleState.EMBEDDING, fraction, done)
+    return {"shard": shard, "samples": len(ids), "computed": computed}
+
+
+def missing_outputs(ws: Workspace, plan: SelectPlan, ids: list[str]) -> list[str]:
+    """The store keys the shard of ``ids`` has yet to write: the plan's embedding, and the
+    pool probabilities of each model the plan scores with."""
+    store = EmbeddingStore(ws.settings.storage_root)
+    scored = [plan.probs_fingerprint(v) for v in sorted(set(plan.models.values()))]
+    return [fp for fp in (plan.fingerprint, *scored) if ids and not store.holds(fp, ids)]
+
+
+def compute(
+    ws: Workspace,
+    registry: ModelRegistry,
+    cycle_id: int,
+    plan: SelectPlan,
+    learning: LearningSettings,
+    ids: list[str],
+    images: ImageSource,
+) -> list[str]:
+    """Write what the store lacks for the shard of ``ids``; returns what was computed."""
+    todo = missing_outputs(ws, plan, ids)
+    store = EmbeddingStore(ws.settings.storage_root)
     computed = []
     if plan.fingerprint in todo:
         module = load_embedder(read_embedder_file(ws, cycle_id), learning, plan.spec)
         store.put(plan.fingerprint, ids, embed(module, images))
         computed.append(plan.embedder)
-    for version, fp in scored.items():
-        if fp in todo:
+    for version in sorted(set(plan.models.values())):
+        if plan.probs_fingerprint(version) in todo:
             probs = classifier_probs(registry.load(version), images, len(plan.classes))
-            store.put(fp, ids, np.asarray(probs, dtype=np.float32))
+            store.put(plan.probs_fingerprint(version), ids, np.asarray(probs, dtype=np.float32))
             computed.append(f"model {version}")
-    step(CycleState.EMBEDDING, fraction, done)
-    return {"shard": shard, "samples": len(ids), "computed": computed}
+    return computed

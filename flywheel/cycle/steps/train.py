@@ -14,6 +14,7 @@ from torch import nn
 
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import load_anchor_index, load_selection
+from flywheel.cycle.lost_samples import run_without_lost_samples
 from flywheel.cycle.state import (
     PROFILE,
     Progress,
@@ -163,7 +164,17 @@ def cycle_metrics(
 def run_train_step(
     ws: Workspace, registry: ModelRegistry, cycle_id: int, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Train, evaluate and gate a model on the cycle's dataset version; register it."""
+    """Train, evaluate and gate a model on the cycle's dataset version; register it. A pool
+    image lost while it trains is quarantined, and the step runs again without it."""
+    learning = cycle_learning(load_cycle(ws, cycle_id))
+    return run_without_lost_samples(
+        ws, cycle_id, learning, lambda: train_step(ws, registry, cycle_id, progress)
+    )
+
+
+def train_step(
+    ws: Workspace, registry: ModelRegistry, cycle_id: int, progress: Progress | None
+) -> dict[str, Any]:
     cycle = load_cycle(ws, cycle_id)
     outputs = cycle.outputs or {}
     if "train" in outputs:

@@ -17,7 +17,7 @@ from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.registry import ModelRegistry
 from flywheel.store.blobs import BlobStore
 from flywheel.store.ingest import SplitPlan, ingest_candidates
-from flywheel.store.ingest_sources import digits_candidates
+from flywheel.store.ingest_sources import digits_candidates, manifest_candidates
 from flywheel.workspace import open_workspace
 from tests.endpoints import S3_ENV, S3Server
 from tests.flywheel.cycle.test_runner import TINY
@@ -70,14 +70,26 @@ def test_blobs_and_embeddings_on_s3(s3: S3Server) -> None:
 def test_a_whole_cycle_with_its_storage_root_on_s3(s3: S3Server, tmp_path: Path) -> None:
     s3.put("project", "marker", b"")
     root = s3.root("project", "wheel")
-    settings = Settings(data_dir=tmp_path / "data", storage={"root": root})
+    # 30 more samples live in another bucket and arrive by URI, from a manifest.
+    digits = digits_candidates()
+    for i, cand in enumerate(digits[120:150]):
+        s3.put("photos", f"digits/{i}.png", cand.read())
+    (tmp_path / "more.csv").write_text(
+        "uri\n" + "".join(f"s3://photos/digits/{i}.png\n" for i in range(30))
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        storage={"root": root},
+        ingest={"uri_roots": [s3.root("photos", "digits")]},
+    )
     settings = settings.model_copy(update={"learning": settings.learning.model_copy(update=TINY)})
     ws = open_workspace(settings)
     plan = SplitPlan(labels_per_class=3, test_fraction=0.3, seed=0)
-    report = ingest_candidates(
-        ws.db, ws.blobs, digits_candidates()[:150], "digits", settings.ingest, plan
-    )
-    assert report.added == 150
+    report = ingest_candidates(ws.db, ws.blobs, digits[:120], "digits", settings.ingest, plan)
+    assert report.added == 120
+    more = manifest_candidates(tmp_path / "more.csv", settings.ingest)
+    report = ingest_candidates(ws.db, ws.blobs, more, "manifest", settings.ingest)
+    assert report.added == 30 and not report.rejected
     registry = ModelRegistry.from_settings(settings)
     result = run_cycle(ws, registry, settings.learning)
     assert result.state == CycleState.PROMOTED
