@@ -185,6 +185,16 @@ class DiffOut(BaseModel):
 # --- models ----------------------------------------------------------------------------
 
 
+class LabelRestoreOut(BaseModel):
+    """What a champion move did to the labels (flywheel.cycle.champion)."""
+
+    version: str = Field(description="The dataset version whose pseudo-labels are current again")
+    moved_from: str | None = Field(description="The previous champion's dataset version")
+    retracted: int = Field(description="Pseudo-labels accepted after it, now retracted")
+    restored: int = Field(description="Its pseudo-labels written back")
+    kept_human: int = Field(description="Its pseudo-labeled samples people have labeled since")
+
+
 class ModelOut(BaseModel):
     version: str
     run_id: str | None
@@ -192,6 +202,11 @@ class ModelOut(BaseModel):
     tags: dict[str, str]
     created_at: datetime
     is_champion: bool
+    labels: LabelRestoreOut | None = Field(
+        default=None,
+        description="Promote and rollback: the labels restored with the model (null: the "
+        "model records no dataset version, or the answer is not a move)",
+    )
 
 
 class ModelList(BaseModel):

@@ -117,4 +117,5 @@ def test_cycle_and_models_commands(tmp_path: Path) -> None:
     assert registry.champion().version == "2"
     r = cli("models", "rollback")
     assert r.exit_code == 0 and "version 1" in r.output
+    assert "retracted" in r.output  # with the labels it was trained on
     assert registry.champion().version == "1"

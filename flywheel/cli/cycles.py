@@ -26,6 +26,7 @@ from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError
 from flywheel.workspace import Workspace
 
 if TYPE_CHECKING:
+    from flywheel.cycle.champion import ChampionMove
     from flywheel.cycle.state import CycleResult
 
 cycle_app = typer.Typer(no_args_is_help=True, help="Turn the wheel: run and inspect cycles.")
@@ -250,14 +251,37 @@ def models_list(ctx: typer.Context) -> None:
 
 @models_app.command("promote")
 def models_promote(ctx: typer.Context, version: str) -> None:
-    """Make model VERSION the champion (served by predictions)."""
-    registry = registry_for(ctx.obj)
-    mv = registry.promote(version, "promoted by hand (flywheel models promote)")
-    console.print(f"[green]champion[/] is now version {mv.version}")
+    """Make model VERSION the champion (served by predictions), with the pseudo-labels of
+    the dataset version it was trained on."""
+    from flywheel.cycle.champion import promote_champion
+    from flywheel.cycle.guard import holder_id
+
+    with workspace(ctx) as ws:
+        reason = "promoted by hand (flywheel models promote)"
+        move = promote_champion(ws, registry_for(ws.settings), version, holder_id("cli"), reason)
+    console.print(f"[green]champion[/] is now version {move.model.version}")
+    print_label_restore(move)
 
 
 @models_app.command("rollback")
 def models_rollback(ctx: typer.Context) -> None:
-    """Give the champion alias back to the previous champion."""
-    mv = registry_for(ctx.obj).rollback()
-    console.print(f"[green]rolled back:[/] champion is version {mv.version} again")
+    """Make the previous champion the champion again, with the pseudo-labels of the dataset
+    version it was trained on (those accepted since are retracted; people's labels stay)."""
+    from flywheel.cycle.champion import rollback_champion
+    from flywheel.cycle.guard import holder_id
+
+    with workspace(ctx) as ws:
+        move = rollback_champion(ws, registry_for(ws.settings), holder_id("cli"))
+    console.print(f"[green]rolled back:[/] champion is version {move.model.version} again")
+    print_label_restore(move)
+
+
+def print_label_restore(move: ChampionMove) -> None:
+    if move.labels is None:
+        console.print("[yellow]its dataset version is not recorded: labels left as they are[/]")
+        return
+    r = move.labels
+    console.print(f"pseudo-labels of its dataset version {r.version[:12]} are current again:")
+    console.print(f"  {r.retracted} retracted, {r.restored} restored")
+    if r.kept_human:
+        console.print(f"  {r.kept_human} left as people labeled them since")

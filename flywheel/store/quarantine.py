@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.sql import Select
 
 from flywheel.db import Database, Quarantine
+from flywheel.db.session import in_batches
 from flywheel.errors import NotFoundError
 
 
@@ -34,8 +35,7 @@ def quarantined_among(db: Database, sample_ids: list[str]) -> set[str]:
     """Those of ``sample_ids`` that are quarantined."""
     found: set[str] = set()
     with db.session() as s:
-        for start in range(0, len(sample_ids), 1000):  # bound the IN list
-            batch = sample_ids[start : start + 1000]
+        for batch in in_batches(sample_ids):
             found.update(s.scalars(quarantined_ids().where(Quarantine.sample_id.in_(batch))))
     return found
 

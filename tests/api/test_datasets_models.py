@@ -138,6 +138,8 @@ def test_models_promote_and_rollback_switch_predictions(
 
         back = client.post("/v1/models/rollback", headers=eng)
         assert back.status_code == 200 and back.json()["version"] == "1"
+        # These models record no dataset version: the labels are left as they are.
+        assert back.json()["labels"] is None
         assert _predicted_version(client, keys.app, png) == "1"
         none_left = client.post("/v1/models/rollback", headers=eng)
         assert none_left.status_code == 409 and none_left.json()["error"]["code"] == "conflict"
