@@ -9,7 +9,7 @@ memory that grew with the pool would show. Each size runs in a fresh process; pe
 that process's VmHWM after ingest (the cycle's own peak, the ingest's reset away).
 
     .venv/bin/python bench/bench_pool_scale.py --sizes 5000 20000 80000
-    .venv/bin/python bench/bench_pool_scale.py --sizes 10000 100000 --select-sizes 10000 1000000
+    .venv/bin/python bench/bench_pool_scale.py --sizes --select-sizes 1000000 10000
 
 ``--select-sizes`` runs the select step alone (plan, every shard embedded and scored, merge):
 the part of a cycle that reads the whole pool, for sizes a whole cycle would take hours at.
@@ -136,7 +136,7 @@ def main() -> None:
         print(json.dumps(measure(int(sys.argv[2]), sys.argv[3])), flush=True)
         return
     ap = parser(__doc__)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[5_000, 20_000, 80_000])
     ap.add_argument(
         "--select-sizes",
         type=int,
@@ -162,7 +162,7 @@ def main() -> None:
             f"{r['peak_rss_mib']} | {r['cycle_growth_mib']} | {acc} |"
         )
     for run in ("cycle", "select"):
-        mine = [r for r in rows if r["run"] == run]
+        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["pool"])
         if len(mine) > 1:
             first, last = mine[0], mine[-1]
             print(

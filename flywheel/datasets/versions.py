@@ -24,6 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from flywheel.datasets.fingerprint import Fingerprint
+from flywheel.datasets.provenance import (
+    MANIFEST_SCHEMA_VERSION,
+    PROVENANCE_FIELDS,
+    SCHEMA_KEY,
+    provenance,
+    upgrade,
+)
 from flywheel.db import Database, DatasetVersion, Label, Sample
 from flywheel.db.labels import is_current
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
@@ -43,6 +50,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("annotator", pa.string()),
         ("label_id", pa.int64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
+        *PROVENANCE_FIELDS,  # what made each label (flywheel.datasets.provenance)
     ]
 )
 # What a version *is*: changing any of these changes the id. label_id and created_at are
@@ -186,6 +194,7 @@ class DatasetVersions:
                     "annotator": lab.annotator,
                     "label_id": lab.id,
                     "created_at": lab.created_at,
+                    **provenance(lab.source, lab.label, lab.evidence),
                 }
                 for lab, blob_uri, split in rows
             ],
@@ -207,7 +216,11 @@ class DatasetVersions:
                 select(DatasetVersion.id).order_by(DatasetVersion.created_at.desc()).limit(1)
             ).first()
         table = table.replace_schema_metadata(
-            {"flywheel.version_id": version_id, "flywheel.parent_id": parent or ""}
+            {
+                "flywheel.version_id": version_id,
+                "flywheel.parent_id": parent or "",
+                SCHEMA_KEY.decode(): str(MANIFEST_SCHEMA_VERSION),
+            }
         )
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
@@ -272,7 +285,7 @@ class DatasetVersions:
                 f"manifest of version {info.id[:12]} fails its checksum: "
                 "the file was modified after publishing; refusing to use it"
             )
-        return info, pq.read_table(pa.BufferReader(data))
+        return info, upgrade(pq.read_table(pa.BufferReader(data)), MANIFEST_SCHEMA)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         info_a, ta = self.read(a)

@@ -24,6 +24,10 @@ class SelectionOutcome:
     index: faiss.Index | None = None  # the anchors' FAISS index, kept with the cycle's run
     # Earlier selecting cycles the strategy counted (its schedule's position); 0: none used.
     selection_round: int = 0
+    # Set by the cycle: the embedding store key of the vectors selected with, and the model
+    # whose probabilities scored the pool (None: no model's opinion was used).
+    embedding_fingerprint: str | None = None
+    model_version: str | None = None
 
     def evidence(self, i: int) -> dict[str, Any]:
         """Provenance of pool sample ``i``'s decision, small enough for a JSON column."""
@@ -51,6 +55,8 @@ class SelectionOutcome:
             "threshold": _finite(float(r.thresholds[int(r.label[i])])),
             "neighbors": neighbours,
             "embedding": self.embedding,
+            "embedding_fingerprint": self.embedding_fingerprint,
+            "model_version": self.model_version,
             "calibration": self.calibration,
         }
 

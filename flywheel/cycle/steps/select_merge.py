@@ -31,7 +31,7 @@ from flywheel.learn.registry import ModelRegistry
 from flywheel.learn.snapshots import save_embeddings
 from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
 from flywheel.select.result import Decision
-from flywheel.select.strategies import SelectionInputs, strategy
+from flywheel.select.strategies import SelectionInputs, model_opinions, strategy
 from flywheel.workspace import Workspace
 
 
@@ -128,6 +128,10 @@ def select_and_write(
             finished_rounds=lambda: finished_selection_rounds(ws),
         )
         outcome = strategy(learning.selection)(inputs)
+        outcome.embedding_fingerprint = choice.fingerprint
+        # The model whose opinion the strategy used (the first of its roles the plan scored).
+        roles = [r for r in model_opinions(learning.selection) if r in plan.models]
+        outcome.model_version = plan.models[roles[0]] if roles else None
         quality = pseudo_label_quality(data, outcome.result)
 
     step(CycleState.VERSIONING, 0.4, "writing labels and a new dataset version")
