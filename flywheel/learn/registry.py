@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from flywheel.config import Settings, apply_library_environment
 from flywheel.errors import InvalidInputError, NotFoundError
 
 CHAMPION = "champion"
+MLFLOW_DIGEST_CHARS = 36  # the longest dataset digest MLflow's stores keep
 CHALLENGER = "challenger"
 HISTORY_TAG = "flywheel.champion_history"
 CLASSES_TAG = "classes"  # the model's output classes in order, comma-separated
@@ -137,6 +139,19 @@ class ModelRegistry:
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         mlflow.log_dict(data, name)
+
+    def log_dataset_input(self, manifest_uri: str, version_id: str, context: str) -> None:
+        """Dataset version ``version_id`` as an input of the active run: MLflow's UI then
+        shows which data trained which model. The source is the manifest; the digest is the
+        version id, cut to the 36 characters MLflow stores (a prefix that still resolves)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():  # a file:// URI matches two equivalent source kinds
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(manifest_uri)
+        dataset = MetaDataset(source, name=version_id, digest=version_id[:MLFLOW_DIGEST_CHARS])
+        mlflow.log_input(dataset, context=context)
 
     def log_model(self, model: nn.Module, tags: dict[str, str]) -> ModelVersion:
         """Log ``model`` in the active run, register it and make it the challenger."""

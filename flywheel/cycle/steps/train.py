@@ -260,6 +260,9 @@ def train_and_register(
             {"dataset_version": version.id, "parent": version.parent_id, "stats": version.stats},
             "dataset_version.json",
         )
+        registry.log_dataset_input(version.manifest_uri, version.id, "training")
+        for epoch, loss in enumerate(ssl.losses if ssl is not None else [], start=1):
+            registry.log_metrics({"ssl_loss": loss}, step=epoch)  # the embedding it started from
 
         def on_epoch(epoch: int, epochs: int, loss: float) -> None:
             registry.log_metrics({"train_loss": loss}, step=epoch)
