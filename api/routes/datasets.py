@@ -1,15 +1,22 @@
-"""Dataset versions: list, inspect and diff the immutable label snapshots."""
+"""Dataset versions: list, inspect, diff and download the immutable label snapshots."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from api.auth import Context, EngineerKey
 from api.errors import COMMON_RESPONSES, ErrorResponse
 from api.schemas import Extended, Limit, Offset
 from api.schemas_engineer import DiffOut, VersionOut, VersionPage
+from flywheel.datasets.exports import export_version
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -60,3 +67,57 @@ def diff(
     d = ctx.ws.versions.diff(a, b)
     # The counts read d's tables; the summary is one row per (change, class, source).
     return DiffOut.model_validate(Extended(d, counts=d, summary=d.summary()), from_attributes=True)
+
+
+MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
+
+
+@router.get(
+    "/versions/{ref}/export",
+    response_class=FileResponse,
+    responses={
+        **COMMON_RESPONSES,
+        **NOT_FOUND,
+        **UNREADABLE,
+        200: {
+            "description": "The file: a Parquet or CSV manifest, or a zip of the "
+            "ImageFolder tree or the Hugging Face Parquet folder",
+            "content": {"application/zip": {}, **{t: {} for t in MEDIA_TYPES.values()}},
+        },
+    },
+)
+def export(
+    ref: Ref,
+    ctx: Context,
+    key: EngineerKey,
+    format: Annotated[
+        Literal["parquet", "csv", "imagefolder", "hf"], Query(description="The layout")
+    ] = "parquet",
+) -> FileResponse:
+    """A version as a download, in the layouts of `flywheel data export`: `parquet` or
+    `csv` (the manifest), `imagefolder` (a zip of `<split>/<class>/<sample id>.<ext>` that
+    torchvision's ImageFolder reads) or `hf` (a zip of Parquet shards with the images
+    embedded, for Hugging Face `load_dataset("parquet", data_dir=...)`)."""
+    version = ctx.ws.versions.resolve(ref)
+    work = FilePath(tempfile.mkdtemp(prefix="flywheel-export-"))
+    cleanup = BackgroundTask(shutil.rmtree, work, ignore_errors=True)
+    try:
+        name = f"{version.id[:12]}-{format}"
+        if format in MEDIA_TYPES:
+            out = work / f"{name}.{format}"
+            export_version(ctx.ws.versions, ctx.ws.blobs, version.id, out, format)
+            return FileResponse(out, media_type=MEDIA_TYPES[format], filename=out.name,
+                                background=cleanup)  # fmt: skip
+        tree = work / name
+        export_version(ctx.ws.versions, ctx.ws.blobs, version.id, tree, format)
+        out = work / f"{name}.zip"
+        # Stored, not deflated: the images and Parquet shards are compressed already.
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            for path in sorted(tree.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tree).as_posix())
+        return FileResponse(out, media_type="application/zip", filename=out.name,
+                            background=cleanup)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,7 +18,6 @@ from flywheel.cli.common import (
     workspace,
 )
 from flywheel.datasets.versions import VersionDiff, VersionInfo
-from flywheel.errors import FlywheelError
 from flywheel.store import quarantine
 from flywheel.store.ingest import Candidate, IngestReport, SplitPlan, ingest_candidates
 from flywheel.store.ingest_sources import (
@@ -188,15 +187,20 @@ def data_export(
     ctx: typer.Context,
     version: str,
     output: Annotated[Path, typer.Option("--output", "-o")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="parquet or csv")] = "parquet",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="parquet, csv, imagefolder or hf")
+    ] = "parquet",
 ) -> None:
-    """Write a version's manifest to a Parquet or CSV file."""
-    if fmt not in ("parquet", "csv"):
-        raise FlywheelError(f"unknown format {fmt!r}: use parquet or csv")
-    fmt_: Literal["parquet", "csv"] = fmt  # type: ignore[assignment]
+    """Write a version as a Parquet or CSV manifest, a torchvision ImageFolder tree, or
+    Hugging Face Parquet with the images embedded (load_dataset("parquet", data_dir=...))."""
+    from flywheel.datasets.exports import export_version
+
     with workspace(ctx) as ws:
-        dest = ws.versions.export(version, output, fmt_)
-    console.print(f"[green]wrote[/] {dest}")
+        report = export_version(ws.versions, ws.blobs, version, output, fmt)
+    splits = ", ".join(f"{n} {split}" for split, n in sorted(report.by_split.items()))
+    console.print(
+        f"[green]wrote[/] {report.path} ({report.rows} rows{': ' + splits if splits else ''})"
+    )
 
 
 @data_app.command("quarantine")

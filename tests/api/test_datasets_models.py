@@ -1,9 +1,13 @@
-"""Dataset versions (list, resolve, diff) and the model registry (list, promote, rollback)."""
+"""Dataset versions (list, resolve, diff, download) and the model registry (list, promote,
+rollback)."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -95,6 +99,30 @@ def _predicted_version(client: TestClient, token: str, png: bytes) -> str:
     r = client.post("/v1/predict", files={"file": ("x.png", png, "image/png")}, headers=auth(token))
     assert r.status_code == 201, r.text
     return r.json()["model_version"]
+
+
+def test_a_version_downloads_in_each_export_layout(client, keys, api_workspace):
+    eng = auth(keys.engineer)
+    version, _ = api_workspace.versions.snapshot("seed labels")
+    url = f"/v1/datasets/versions/{version.id[:8]}/export"
+    r = client.get(url, headers=eng)  # the manifest, as Parquet by default
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(r.content))
+    assert table.num_rows == version.num_rows and "model_version" in table.column_names
+    csv = client.get(f"{url}?format=csv", headers=eng)
+    assert csv.status_code == 200 and csv.text.startswith('"sample_id"')
+    for fmt, suffix in (("imagefolder", ".png"), ("hf", ".parquet")):
+        r = client.get(f"{url}?format={fmt}", headers=eng)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip", fmt
+        assert f"{version.id[:12]}-{fmt}.zip" in r.headers["content-disposition"]
+        names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+        images = [n for n in names if n.endswith(suffix)]
+        assert images and all(not n.startswith(("/", "..")) for n in names), fmt
+    assert len([n for n in names if n.startswith("data/train-")]) == 1  # the hf shards
+    assert client.get(f"{url}?format=tfrecord", headers=eng).status_code == 422
+    assert client.get("/v1/datasets/versions/abcd/export", headers=eng).status_code == 404
+    assert client.get(url, headers=auth(keys.app)).status_code == 403
+    assert client.get(url).status_code == 401
 
 
 def test_models_promote_and_rollback_switch_predictions(
