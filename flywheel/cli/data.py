@@ -18,6 +18,7 @@ from flywheel.cli.common import (
     workspace,
 )
 from flywheel.datasets.versions import VersionDiff, VersionInfo
+from flywheel.db.models import LabelSource
 from flywheel.store import quarantine
 from flywheel.store.ingest import Candidate, IngestReport, SplitPlan, ingest_candidates
 from flywheel.store.ingest_sources import (
@@ -32,11 +33,14 @@ data_app = typer.Typer(
 )
 
 
-def print_report(report: IngestReport, max_rejections: int = 20) -> None:
+def print_report(
+    report: IngestReport, max_rejections: int = 20, label_source: str = LabelSource.SEED.value
+) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in sorted(report.by_split.items())) or "none"
     console.print(
         f"[green]added {report.added}[/] samples ({splits}); "
-        f"{report.labels_added} seed labels; {len(report.duplicates)} duplicates skipped; "
+        f"{report.labels_added} {label_source} labels; "
+        f"{len(report.duplicates)} duplicates skipped; "
         f"[{'red' if report.rejected else 'green'}]{len(report.rejected)} rejected[/]"
     )
     if report.rejected:
@@ -48,12 +52,18 @@ def print_report(report: IngestReport, max_rejections: int = 20) -> None:
             console.print(f"... and {len(report.rejected) - max_rejections} more")
 
 
-def run_ingest(ctx: typer.Context, candidates: list[Candidate], source: str, plan: SplitPlan):
+def run_ingest(
+    ctx: typer.Context,
+    candidates: list[Candidate],
+    source: str,
+    plan: SplitPlan,
+    label_source: str = LabelSource.SEED.value,
+):
     with workspace(ctx) as ws, progress_bar(f"ingest {source}") as update:
         report = ingest_candidates(
-            ws.db, ws.blobs, candidates, source, ws.settings.ingest, plan, update
+            ws.db, ws.blobs, candidates, source, ws.settings.ingest, plan, update, label_source
         )
-    print_report(report)
+    print_report(report, label_source=label_source)
     return report
 
 
@@ -82,6 +92,50 @@ def ingest_manifest(
     plan = SplitPlan(labels_per_class, test_fraction, seed)
     candidates = manifest_candidates(path, ctx.obj.ingest)
     run_ingest(ctx, candidates, f"manifest:{path.name}", plan)
+
+
+@ingest_app.command("labelstudio")
+def ingest_labelstudio(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A Label Studio JSON export (image classification)")],
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Where /data/... image paths live (default: the file's folder)"),
+    ] = None,
+    labels_per_class: LabelsOpt = None,
+    test_fraction: TestOpt = 0.0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Import a Label Studio export's labels as human labels, with their annotators.
+
+    Images already in the project get the label; tasks without one clear choice are
+    reported, and a file that is not such an export changes nothing."""
+    from flywheel.store.label_imports import labelstudio_candidates
+
+    plan = SplitPlan(labels_per_class, test_fraction, seed)
+    candidates = labelstudio_candidates(path, ctx.obj.ingest, root)
+    run_ingest(ctx, candidates, f"labelstudio:{path.name}", plan, LabelSource.HUMAN.value)
+
+
+@ingest_app.command("coco")
+def ingest_coco(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A COCO JSON file: images, annotations, categories")],
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of file_name paths (default: the file's folder)")
+    ] = None,
+    labels_per_class: LabelsOpt = None,
+    test_fraction: TestOpt = 0.0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Import COCO image-level labels as human labels, with their annotators.
+
+    An image's annotations must all name one category; images without any join the pool."""
+    from flywheel.store.label_imports import coco_candidates
+
+    plan = SplitPlan(labels_per_class, test_fraction, seed)
+    candidates = coco_candidates(path, ctx.obj.ingest, images)
+    run_ingest(ctx, candidates, f"coco:{path.name}", plan, LabelSource.HUMAN.value)
 
 
 @ingest_app.command("digits")

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from flywheel.config import IngestSettings
 from flywheel.db import Database, GroundTruth, Label, Sample
+from flywheel.db.labels import current_labels_query
 from flywheel.db.models import LabelSource, Split
 from flywheel.errors import (
     FlywheelError,
@@ -38,6 +40,7 @@ class Candidate:
     read: Callable[[], bytes]
     label: str | None = None
     split: str | None = None  # explicit split wins over the SplitPlan
+    annotator: str | None = None  # who gave the label (an imported human label)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,13 @@ def ingest_candidates(
     settings: IngestSettings,
     plan: SplitPlan = SplitPlan(),
     progress: Progress | None = None,
+    label_source: str = LabelSource.SEED.value,
 ) -> IngestReport:
+    """Validate, store and record ``candidates`` in batches; one report for all.
+
+    Their labels are written as ``label_source``: ``seed`` for a data set's own labels,
+    ``human`` for labels people made in another tool (Label Studio, COCO), which also label
+    a sample already in the project (a duplicate) when they say something new about it."""
     candidates = list(candidates)
     planned = plan_splits(candidates, plan)
     report = IngestReport()
@@ -140,7 +149,7 @@ def ingest_candidates(
     done = 0
     for start in range(0, total, settings.batch_size):
         batch = planned[start : start + settings.batch_size]
-        _ingest_batch(db, store, batch, source, settings, report)
+        _ingest_batch(db, store, batch, source, settings, report, label_source)
         done += len(batch)
         if progress:
             progress(done, total)
@@ -177,8 +186,10 @@ def _ingest_batch(
     source: str,
     settings: IngestSettings,
     report: IngestReport,
+    label_source: str,
 ) -> None:
     valid: dict[str, tuple[_Planned, bytes, ImageInfo]] = {}
+    relabel: dict[str, _Planned] = {}  # samples already here that an import labels
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         loaded = list(pool.map(lambda item: _load(item, settings), batch))
     for item, outcome in zip(batch, loaded, strict=True):
@@ -197,8 +208,11 @@ def _ingest_batch(
     with db.session() as session:
         existing = set(session.scalars(select(Sample.id).where(Sample.id.in_(list(valid)))))
     for sha in existing:
-        report.duplicates.append(valid.pop(sha)[0].candidate.name)
+        item = valid.pop(sha)[0]
+        report.duplicates.append(item.candidate.name)
         report.duplicate_ids.append(sha)
+        if label_source != LabelSource.SEED.value and item.label is not None:
+            relabel[sha] = item
     created: list[str] = []
     try:
         rows: list[object] = []
@@ -222,20 +236,13 @@ def _ingest_batch(
             if item.hidden_label is not None:
                 rows.append(GroundTruth(sample_id=sha, label=item.hidden_label))
             if item.label is not None:
-                labels.append(
-                    Label(
-                        sample_id=sha,
-                        label=item.label,
-                        source=LabelSource.SEED.value,
-                        confidence=1.0,
-                        method=f"ingest:{source}",
-                    )
-                )
+                labels.append(_label_row(sha, item, source, label_source))
         with db.session() as session:
             # Samples first: labels and ground truth reference them.
             session.add_all([r for r in rows if isinstance(r, Sample)])
             session.flush()
             session.add_all([r for r in rows if not isinstance(r, Sample)] + labels)
+            labels += _new_labels_for_existing(session, relabel, source, label_source)
     except BaseException:
         for sha in created:  # leave no orphan blobs behind a failed transaction
             store.delete(sha)
@@ -245,3 +252,34 @@ def _ingest_batch(
         report.by_split[str(item.split)] += 1
     report.added += len(valid)
     report.labels_added += len(labels)
+
+
+def _label_row(sha: str, item: _Planned, source: str, label_source: str) -> Label:
+    return Label(
+        sample_id=sha,
+        label=item.label,
+        source=label_source,
+        confidence=1.0,
+        method=f"ingest:{source}",
+        annotator=item.candidate.annotator,
+    )
+
+
+def _new_labels_for_existing(
+    session: Session, relabel: dict[str, _Planned], source: str, label_source: str
+) -> list[Label]:
+    """Label rows for samples already in the project, where the import says something new
+    (a sample whose current label is already this one from this source is left alone)."""
+    if not relabel:
+        return []
+    current = {
+        lab.sample_id: (lab.label, lab.source)
+        for lab in session.scalars(current_labels_query(sample_ids=list(relabel)))
+    }
+    rows = [
+        _label_row(sha, item, source, label_source)
+        for sha, item in relabel.items()
+        if current.get(sha) != (item.label, label_source)
+    ]
+    session.add_all(rows)
+    return rows

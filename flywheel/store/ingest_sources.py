@@ -71,6 +71,18 @@ def _uri_reader(
     return lambda: reader.read(policy.check(uri))
 
 
+def uri_reader(
+    base_dir: Path, settings: IngestSettings, reader: RemoteReader | None = None
+) -> Callable[[str], Callable[[], bytes]]:
+    """``read(uri)`` -> the reader of one image named in an operator's own file (a manifest,
+    an export of another tool): paths relative to ``base_dir``, remote URIs with one of
+    ``uri_schemes`` (not necessarily under ``uri_roots``) parsed as strictly as URIs sent
+    over HTTP, and read by a client built from settings with its timeouts."""
+    policy = RemoteSourcePolicy(settings.uri_roots, settings.uri_schemes, require_root=False)
+    client = reader or RemoteReader(settings)
+    return lambda uri: _uri_reader(uri, base_dir, policy, client)
+
+
 def prefetched_candidates(
     rows: Sequence[dict[str, str | None]], fetched: Sequence[bytes | Exception]
 ) -> list[Candidate]:
@@ -104,8 +116,6 @@ def manifest_candidates(
     of ``uri_schemes``, are parsed as strictly as URIs sent over HTTP, and are read by a
     client built from settings (a root's options where one matches), with its timeouts.
     """
-    policy = RemoteSourcePolicy(settings.uri_roots, settings.uri_schemes, require_root=False)
-    reader = reader or RemoteReader(settings)
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"manifest not found: {path}")
@@ -121,6 +131,7 @@ def manifest_candidates(
         raise InvalidInputError(f"cannot read manifest {path}: {exc}") from exc
     if rows and "uri" not in rows[0]:
         raise InvalidInputError(f"manifest {path} has no 'uri' column")
+    read = uri_reader(path.parent, settings, reader)
     out = []
     for i, row in enumerate(rows):
         uri = row.get("uri")
@@ -132,7 +143,7 @@ def manifest_candidates(
         if not isinstance(uri, str) or not uri:
             out.append(Candidate(f"row {i + 1}", _unsupported("missing uri"), label, split))
             continue
-        out.append(Candidate(name, _uri_reader(uri, path.parent, policy, reader), label, split))
+        out.append(Candidate(name, read(uri), label, split))
     return out
 
 
