@@ -4,7 +4,9 @@ planned models, into the embedding store (:mod:`flywheel.cycle.steps.select`).
 A shard task reads only its plan, its ids, the embedder's file and its own images, so any
 GPU worker can run any shard, and many at once. It is idempotent: its outputs are named by
 the ids they hold (``EmbeddingStore.holds``), so a shard already done returns at once, and a
-shard whose worker was killed is redone alone, by whichever worker gets it next.
+shard whose worker was killed is redone alone, by whichever worker gets it next. An image
+lost since the plan (deleted or corrupted in the store) is quarantined and the shard goes on
+without it (:mod:`flywheel.cycle.lost_samples`).
 """
 
 from __future__ import annotations
