@@ -31,8 +31,7 @@ from PIL import Image
 
 from flywheel.datasets.versions import DatasetVersions
 from flywheel.errors import InvalidInputError
-from flywheel.learn.pool_images import READ_BATCH
-from flywheel.store.blobs import BlobStore
+from flywheel.store.blobs import READ_BATCH, BlobStore
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "hf"]
 FORMATS: tuple[str, ...] = ("parquet", "csv", "imagefolder", "hf")
@@ -55,7 +54,7 @@ def export_version(
 ) -> ExportReport:
     """Write version ``ref`` to ``dest`` (a file for parquet/csv, a new folder otherwise)."""
     if fmt not in FORMATS:
-        raise InvalidInputError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
+        raise InvalidInputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     dest = Path(dest)
     if fmt in ("parquet", "csv"):
         path = versions.export(ref, dest, fmt)  # type: ignore[arg-type]

@@ -27,13 +27,12 @@ from flywheel.db.models import Split
 from flywheel.errors import InvalidInputError
 from flywheel.learn.pool_images import (
     DEFAULT_CACHE_BYTES,
-    READ_BATCH,
     BlobImages,
     ImageSource,
     unusable_reason,
 )
 from flywheel.store import quarantine
-from flywheel.store.blobs import BlobStore
+from flywheel.store.blobs import READ_BATCH, BlobStore
 from flywheel.store.images import to_model_input
 
 # The largest derived input size: the usual ImageNet input, for projects of large photos.

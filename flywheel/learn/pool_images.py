@@ -24,10 +24,9 @@ import torch
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.learn.backbones import images_to_tensor
-from flywheel.store.blobs import BlobStore
+from flywheel.store.blobs import READ_BATCH, BlobStore
 
 DEFAULT_CACHE_BYTES = 2 << 30
-READ_BATCH = 256  # blobs fetched together: enough to hide object-store latency
 POOL_IMAGES_VERSION = 1
 
 

@@ -17,6 +17,7 @@ from flywheel.store import storage
 
 SHA256_HEX_LEN = 64
 HEX = frozenset("0123456789abcdef")
+READ_BATCH = 256  # blobs a reader fetches together: enough to hide object-store latency
 
 
 def sha256_hex(data: bytes) -> str:

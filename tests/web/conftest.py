@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
+from api.web.session import COOKIE
 from flywheel.config import Settings
 from flywheel.db import ReviewItem, Sample
 from flywheel.serve.api_keys import create_key, revoke_key
@@ -84,6 +85,14 @@ def engineer_client(web_client: TestClient, ui_keys: UiKeys) -> TestClient:
     r = log_in(web_client, ui_keys.engineer)
     assert r.status_code == 303, r.text
     return web_client
+
+
+def set_session_cookie(client: TestClient, value: str) -> None:
+    """Make ``value`` the one session cookie the client sends. The one the server set is
+    dropped first: a client's jar may keep both (they differ by domain), and then which one
+    the server reads is the client library's choice."""
+    client.cookies.delete(COOKIE)
+    client.cookies.set(COOKIE, value, path="/ui")
 
 
 def csrf_of(client: TestClient) -> str:

@@ -21,7 +21,7 @@ from flywheel.config import Settings
 from flywheel.db import ReviewItem, Sample
 from flywheel.serve.api_keys import revoke_key
 from flywheel.workspace import Workspace
-from tests.web.conftest import UiKeys, csrf_of, log_in, queue_items
+from tests.web.conftest import UiKeys, csrf_of, log_in, queue_items, set_session_cookie
 
 # Session and CSRF handling does not depend on the database: SQLite only. What reads or
 # writes queue, labels and versions runs on both databases.
@@ -125,7 +125,7 @@ def test_tampered_and_expired_cookies_are_refused(
     good = _session_cookie(engineer_client)
     payload, signature = good.split(".")
     for bad in (f"{payload}.{'0' * len(signature)}", f"{payload}x.{signature}", "garbage"):
-        engineer_client.cookies.set(COOKIE, bad, path="/ui")
+        set_session_cookie(engineer_client, bad)
         r = engineer_client.get("/ui/", follow_redirects=False)
         assert r.status_code == 303 and "reason=expired" in r.headers["location"], bad
     engineer_client.cookies.clear()
@@ -135,10 +135,10 @@ def test_tampered_and_expired_cookies_are_refused(
     lifetime = web_settings.web.session_hours * 3600  # a shorter one refuses longer cookies
     key_id = SessionSigner(secret, lifetime).verify(good)[0]  # type: ignore[index]
     expired = SessionSigner(secret, 60).issue(key_id, now=0.0)
-    engineer_client.cookies.set(COOKIE, expired, path="/ui")
+    set_session_cookie(engineer_client, expired)
     r = engineer_client.get("/ui/", follow_redirects=False)
     assert r.status_code == 303 and "reason=expired" in r.headers["location"]
-    engineer_client.cookies.set(COOKIE, good, path="/ui")
+    set_session_cookie(engineer_client, good)
     assert engineer_client.get("/ui/", follow_redirects=False).status_code == 200
 
 
@@ -173,13 +173,13 @@ def test_session_secret_is_kept_private_and_survives_a_restart(
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     cookie = _session_cookie(engineer_client)
     with TestClient(create_app(web_settings)) as again:  # a restarted server, same data dir
-        again.cookies.set(COOKIE, cookie, path="/ui")
+        set_session_cookie(again, cookie)
         assert again.get("/ui/", follow_redirects=False).status_code == 200
     other = web_settings.model_copy(
         update={"web": web_settings.web.model_copy(update={"session_secret": "x" * 40})}
     )
     with TestClient(create_app(other)) as configured:  # another secret: the cookie is void
-        configured.cookies.set(COOKIE, cookie, path="/ui")
+        set_session_cookie(configured, cookie)
         assert configured.get("/ui/", follow_redirects=False).status_code == 303
 
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.web.session import COOKIE, SECRET_FILE, SessionSigner
 from flywheel.config import Settings
+from tests.web.conftest import set_session_cookie
 
 SECRET = b"s" * 64
 NOW = 1_000_000.0
@@ -68,8 +69,8 @@ def test_a_cookie_that_never_expires_is_sent_to_log_in(
     signer = SessionSigner(secret, web_settings.web.session_hours * 3600)
     key_id = signer.verify(good)[0]  # type: ignore[index]
     for expiry in ('"inf"', "Infinity", "1e300"):
-        engineer_client.cookies.set(COOKIE, mint(signer, expiry, key_id), path="/ui")
+        set_session_cookie(engineer_client, mint(signer, expiry, key_id))
         r = engineer_client.get("/ui/", follow_redirects=False)
         assert r.status_code == 303 and "reason=expired" in r.headers["location"], expiry
-    engineer_client.cookies.set(COOKIE, good, path="/ui")
+    set_session_cookie(engineer_client, good)
     assert engineer_client.get("/ui/", follow_redirects=False).status_code == 200

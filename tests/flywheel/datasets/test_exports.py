@@ -88,5 +88,5 @@ def test_hostile_class_names_stay_inside_their_folder(ws, tmp_path: Path, make_p
 
 def test_unknown_formats_are_refused(ws, tmp_path: Path) -> None:
     ingest_digits(ws, 60)
-    with pytest.raises(InvalidInputError, match="unknown export format"):
+    with pytest.raises(InvalidInputError, match="unknown format"):
         export_version(ws.versions, ws.blobs, "latest", tmp_path / "x", "tfrecord")
