@@ -43,7 +43,8 @@ LEARNING = {
     "batch_size": 32,
 }
 # Short leases and a short visibility timeout, so redelivery after a killed worker happens
-# within seconds; every step here is far shorter than the visibility timeout.
+# within seconds; a step here is usually far shorter than the visibility timeout, and one
+# that runs past it on a loaded machine is delivered again and finds its step done.
 CYCLES = {"lease_s": 4.0, "heartbeat_s": 0.5, "relay_interval_s": 0.5, "shard_size": 400}
 BROKER = {"visibility_timeout_s": 12, "restore_interval_s": 1, "max_retries": 2}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
@@ -75,7 +76,14 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def received(self, task: str) -> int:
+        """Deliveries of ``task`` messages: a message the broker delivers again (its worker
+        died, or it ran past the visibility timeout) counts each time."""
         return len(re.findall(rf"Task workers\.tasks\.{task}\[[^\]]+\] received", self.text()))
+
+    def messages(self, task: str) -> set[str]:
+        """The ids of the ``task`` messages this worker received, however often each came:
+        a slow machine may see a message delivered again, which the steps shrug off."""
+        return set(re.findall(rf"Task workers\.tasks\.{task}\[([^\]]+)\] received", self.text()))
 
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` (a pool process) belongs to this worker (its own session)."""

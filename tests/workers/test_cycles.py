@@ -27,6 +27,11 @@ pytestmark = pytest.mark.integration
 BROKER_A = "redis://127.0.0.1:6379/9"
 
 
+def count(worker, task: str) -> int:  # type: ignore[no-untyped-def]
+    """How many ``task`` messages ``worker`` received (a redelivered one counts once)."""
+    return len(worker.messages(task))
+
+
 def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager_reference):
     """Same data and seed: the chain on a CPU and a GPU worker gives the eager results, and
     each step ran on the queue it is routed to."""
@@ -39,13 +44,15 @@ def test_cycles_through_the_broker_match_the_embedded_run(make_deployment, eager
     assert out.returncode == 0, out.stderr
     assert "promoted v1" in out.stdout
     assert [cycle_summary(dep, c) for c in (1, 2)] == eager_reference
-    assert cpu.received("cycle_consensus") == cpu.received("cycle_finish") == 2
-    assert gpu.received("cycle_select") == gpu.received("cycle_train") == 2
+    # One message per step of each cycle, each on its queue (counted by message id: a
+    # message delivered again on a loaded machine is the same message).
+    assert count(cpu, "cycle_consensus") == count(cpu, "cycle_finish") == 2
+    assert count(gpu, "cycle_select") == count(gpu, "cycle_train") == 2
     # Each select step fanned out: one task per shard of its plan, then one merge.
     shards = sum(dep.cycle(c).outputs["select_plan"]["shards"] for c in (1, 2))
-    assert shards >= 6 and gpu.received("cycle_select_shard") == shards
-    assert gpu.received("cycle_select_merge") == 2
-    assert cpu.received("cycle_select") == gpu.received("cycle_consensus") == 0
+    assert shards >= 6 and count(gpu, "cycle_select_shard") == shards
+    assert count(gpu, "cycle_select_merge") == 2
+    assert count(cpu, "cycle_select") == count(gpu, "cycle_consensus") == 0
     assert dep.cycle(2).trigger == "manual" and current(dep.ws.db) is None  # lock released
 
 
@@ -64,7 +71,7 @@ def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment
         logs = [r.read_text() for r in runs]
         assert sorted(codes) == [0, 1], logs
         assert "one cycle at a time" in logs[codes.index(1)], logs
-        assert a.received("cycle_select") + b.received("cycle_select") == 1
+        assert len(a.messages("cycle_select") | b.messages("cycle_select")) == 1
 
         queued = dep.cli("cycle", "run", "--no-wait")
         assert queued.returncode == 0 and "queued cycle 2" in queued.stdout
