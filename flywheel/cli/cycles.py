@@ -233,6 +233,8 @@ def cycle_status(ctx: typer.Context, cycle_id: int) -> None:
 @models_app.command("list")
 def models_list(ctx: typer.Context) -> None:
     """Registered model versions with their aliases and test accuracy."""
+    from flywheel.learn.registry import DATASET_VERSION_TAG
+
     registry = registry_for(ctx.obj)
     versions = registry.versions()
     table = Table("version", "test acc", "cycle", "dataset", "created", box=box.SIMPLE_HEAD)
@@ -242,7 +244,7 @@ def models_list(ctx: typer.Context) -> None:
             v.version,
             v.tags.get("test_accuracy", "-"),
             v.tags.get("cycle_id", "-"),
-            v.tags.get("dataset_version", "-")[:12],
+            v.tags.get(DATASET_VERSION_TAG, "-")[:12],
             f"{v.created_at:%Y-%m-%d %H:%M}",
             ", ".join(v.aliases) or "-",
         )

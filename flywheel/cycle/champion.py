@@ -25,10 +25,9 @@ from flywheel.db import Label, Sample
 from flywheel.db.labels import current_labels_query
 from flywheel.db.models import LabelSource
 from flywheel.db.session import in_batches
-from flywheel.learn.registry import ModelRegistry, ModelVersion
+from flywheel.learn.registry import DATASET_VERSION_TAG, ModelRegistry, ModelVersion
 from flywheel.workspace import Workspace
 
-DATASET_VERSION_TAG = "dataset_version"  # what log_model tags a cycle's model with
 PSEUDO = LabelSource.PSEUDO.value
 # What a restored label must equal for the version's id to come back (the content columns
 # of a manifest row, less the sample's split, which labels do not change).

@@ -28,6 +28,7 @@ from flywheel.config import Settings, apply_library_environment
 from flywheel.errors import InvalidInputError, NotFoundError
 
 CHAMPION = "champion"
+DATASET_VERSION_TAG = "dataset_version"  # a model version's training data (and its run's)
 MLFLOW_DIGEST_CHARS = 36  # the longest dataset digest MLflow's stores keep
 CHALLENGER = "challenger"
 HISTORY_TAG = "flywheel.champion_history"

@@ -42,7 +42,7 @@ from flywheel.learn.recipe import (
     stem_stride,
     train_ssl_backbone,
 )
-from flywheel.learn.registry import ModelRegistry, ModelVersion, classes_tag
+from flywheel.learn.registry import DATASET_VERSION_TAG, ModelRegistry, ModelVersion, classes_tag
 from flywheel.learn.snapshots import load_embeddings
 from flywheel.learn.ssl.lineage import SSLRun
 from flywheel.learn.training import EvalResult, evaluate
@@ -254,7 +254,7 @@ def train_and_register(
         **{f"teacher_{k}": v for k, v in taught.items()},
         **{f"pretrained_{k}": v for k, v in (pretrained.summary() if pretrained else {}).items()},
     }
-    with registry.run(f"cycle-{cycle_id}", run_params, {"dataset_version": version.id}) as run_id:
+    with registry.run(f"cycle-{cycle_id}", run_params, {DATASET_VERSION_TAG: version.id}) as run_id:
         update_cycle(ws, cycle_id, mlflow_run_id=run_id)
         registry.log_dict(
             {"dataset_version": version.id, "parent": version.parent_id, "stats": version.stats},
@@ -308,7 +308,7 @@ def train_and_register(
             trained.model,
             {
                 "cycle_id": str(cycle_id),
-                "dataset_version": version.id,
+                DATASET_VERSION_TAG: version.id,
                 **classes_tag(data.classes),
                 "test_accuracy": f"{candidate.accuracy:.4f}",
                 # What serving brings an input to before the model sees it.
