@@ -59,8 +59,8 @@ def export_version(
     if fmt in ("parquet", "csv"):
         path = versions.export(ref, dest, fmt)  # type: ignore[arg-type]
         return ExportReport(path, fmt, versions.resolve(ref).num_rows)
-    if dest.exists() and any(dest.iterdir()):
-        raise InvalidInputError(f"{dest} is not empty: export into a new folder")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InvalidInputError(f"{dest} exists and is not an empty folder: export into a new one")
     _, table = versions.read(ref)
     table = table.sort_by([("split", "ascending"), ("sample_id", "ascending")])
     classes = sorted(set(table["label"].to_pylist()))
@@ -69,14 +69,19 @@ def export_version(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     write = _imagefolder if fmt == "imagefolder" else _hf
-    for split in sorted(set(table["split"].to_pylist())):
-        rows = table.filter(pc.equal(table["split"], split))
-        report.by_split[split] = rows.num_rows
-        report.rows += rows.num_rows
-        write(staging, split, rows, classes, blobs)
-    if fmt == "imagefolder":
-        folders = {folder_name(c): c for c in classes}
-        (staging / "classes.json").write_text(json.dumps(folders, indent=1, ensure_ascii=False))
+    try:
+        for split in sorted(set(table["split"].to_pylist())):
+            rows = table.filter(pc.equal(table["split"], split))
+            report.by_split[split] = rows.num_rows
+            report.rows += rows.num_rows
+            write(staging, split, rows, classes, blobs)
+        if fmt == "imagefolder":
+            folders = {folder_name(c): c for c in classes}
+            text = json.dumps(folders, indent=1, ensure_ascii=False)
+            (staging / "classes.json").write_text(text)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if dest.exists():
         dest.rmdir()
     staging.rename(dest)

@@ -44,7 +44,7 @@ def test_imagefolder_is_what_torchvision_reads(ws, tmp_path: Path) -> None:
             assert Path(path).read_bytes() == want[sid][2]  # the stored bytes, as they are
     classes = json.loads((tmp_path / "tree" / "classes.json").read_text())
     assert classes == {c: c for c in sorted({lab for _, lab, _ in want.values()})}
-    with pytest.raises(InvalidInputError, match="not empty"):
+    with pytest.raises(InvalidInputError, match="not an empty folder"):
         export_version(ws.versions, ws.blobs, version.id, tmp_path / "tree", "imagefolder")
 
 
@@ -90,3 +90,14 @@ def test_unknown_formats_are_refused(ws, tmp_path: Path) -> None:
     ingest_digits(ws, 60)
     with pytest.raises(InvalidInputError, match="unknown format"):
         export_version(ws.versions, ws.blobs, "latest", tmp_path / "x", "tfrecord")
+
+
+def test_a_failed_export_leaves_no_half_tree(ws, tmp_path: Path) -> None:
+    ingest_digits(ws, 60)
+    version, _ = ws.versions.snapshot("seed labels")
+    _, table = ws.versions.read(version.id)
+    ws.blobs.delete(table["sample_id"][5].as_py())  # lost from the store since
+    for fmt in ("imagefolder", "hf"):
+        with pytest.raises(InvalidInputError, match="cannot export sample"):
+            export_version(ws.versions, ws.blobs, version.id, tmp_path / fmt, fmt)
+        assert not (tmp_path / fmt).exists() and not (tmp_path / f"{fmt}.partial").exists()
