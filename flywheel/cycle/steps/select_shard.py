@@ -68,11 +68,13 @@ def run_select_shard(
             computed = None
     if computed is None:
         computed = []
-        if missing_outputs(ws, plan, ids):
+        todo = missing_outputs(ws, plan, ids)
+        if todo:
             cache = learning.pool_cache_mb << 20
             images = checked_shard_images(ws, cycle_id, ids, plan.spec, cache)
+            # The same ids less the lost: their outputs are all still to write.
             ids = images.ids
-            computed = compute(ws, registry, cycle_id, plan, learning, ids, images)
+            computed = compute(ws, registry, cycle_id, plan, learning, ids, images, todo)
     fraction = 0.2 + 0.05 * (shard + 1) / plan.shards
     done = f"pool shard {shard + 1}/{plan.shards} embedded ({plan.embedder})"
     step(CycleState.EMBEDDING, fraction, done)
@@ -95,9 +97,11 @@ def compute(
     learning: LearningSettings,
     ids: list[str],
     images: ImageSource,
+    todo: list[str] | None = None,
 ) -> list[str]:
-    """Write what the store lacks for the shard of ``ids``; returns what was computed."""
-    todo = missing_outputs(ws, plan, ids)
+    """Write what the store lacks for the shard of ``ids`` (``todo``: those store keys, when
+    the caller has just looked); returns what was computed."""
+    todo = missing_outputs(ws, plan, ids) if todo is None else todo
     store = EmbeddingStore(ws.settings.storage_root)
     computed = []
     if plan.fingerprint in todo:
