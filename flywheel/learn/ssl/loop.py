@@ -150,6 +150,15 @@ def _fingerprint(images: str, cfg: SSLConfig, init: dict[str, torch.Tensor]) -> 
     return key.hexdigest()
 
 
+def warmup_steps(steps_per_epoch: int, epochs: int, warmup_epochs: int) -> int:
+    """The run's linear warm-up in steps: ``warmup_epochs``, but at most a quarter of the run.
+
+    A short run (a continuation over new samples, a small budget) would otherwise never
+    leave its warm-up and never decay.
+    """
+    return min(steps_per_epoch * warmup_epochs, steps_per_epoch * epochs // 4)
+
+
 def _lr_at(cfg: SSLConfig, step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -219,7 +228,8 @@ def train_ssl(
         if share < 1:
             raise ValueError(f"a batch of {batch} cannot be split over {world.size} processes")
         steps = len(x) // batch
-        total, warmup = steps * config.epochs, steps * config.warmup_epochs
+        total = steps * config.epochs
+        warmup = warmup_steps(steps, config.epochs, config.warmup_epochs)
         for epoch in range(start, config.epochs):
             # Per-epoch seeds make each epoch reproducible on its own (needed for resume):
             # the generator orders the batches and seeds the workers; manual_seed drives

@@ -162,3 +162,11 @@ def test_embed_returns_unit_float32_rows(digits):
     proj = embed(result.encoder, digits[:3], device="cpu")
     assert proj.shape == (3, 8)
     assert embed(result.encoder, digits[:0], device="cpu").shape == (0, 8)
+
+
+def test_warmup_is_at_most_a_quarter_of_a_short_run() -> None:
+    from flywheel.learn.ssl.loop import warmup_steps
+
+    assert warmup_steps(10, 20, 5) == 50  # a long run keeps its 5 epochs
+    assert warmup_steps(10, 2, 5) == 5  # 20 steps: a quarter, then 15 of decay
+    assert warmup_steps(7, 1, 5) == 1
