@@ -289,6 +289,8 @@ class LearningSettings(BaseModel):
     # at the full rate moves a trained champion far from where it was; 0.3 gained more over
     # the cycles on every set of the suite, with more candidates promoted (BENCHMARKS §19).
     continue_lr_scale: float = Field(default=0.3, gt=0.0, le=1.0)
+    # > 0: a cycle's model is the moving average of its weights at this decay (0: the last)
+    ema_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Targets for the pool samples selection did not accept (training signal only, never
     # written as labels): "propagation" spreads the human labels over the cycle's embedding,
     # each target weighted by its certainty (flywheel.select.teacher); "none": only

@@ -233,6 +233,7 @@ def fit_classifier(
         strong=strong,
         fixmatch=fixmatch,
         fixmatch_mu=learning.fixmatch_mu,
+        ema_decay=learning.ema_decay,
         threshold_mode=consistency_thresholds(learning, start_from is not None),
         seed=seed,
         device=learning.device,

@@ -13,6 +13,7 @@ that drops it trains a worse model than the one it should replace (BENCHMARKS §
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class TrainConfig:
     threshold_momentum: float = 0.99  # freematch: EMA momentum of its confidence estimates
     fixmatch_mu: int = 3  # unlabeled batch = mu * batch_size
     fixmatch_weight: float = 1.0
+    # > 0: the returned model is an exponential moving average of the weights (FixMatch
+    # evaluates with one), at this decay once past ema_decay_at's warm-up; 0: the last weights.
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -141,6 +145,7 @@ def train_classifier(
         if init_model_state is not None:
             model.load_state_dict(init_model_state)
         model = model.to(device)
+        ema = copy.deepcopy(model) if config.ema_decay > 0 else None
         groups = [
             {"params": model.backbone.parameters(), "lr": config.lr * config.backbone_lr_mult},
             {"params": model.head.parameters(), "lr": config.lr},
@@ -200,10 +205,32 @@ def train_classifier(
                 epoch_loss += optimizer_step(
                     loss, opt, scaler, f"classifier loss at epoch {epoch + 1}, step {i + 1}"
                 )
+                if ema is not None:
+                    ema_update(ema, model, ema_decay_at(epoch * steps + i, config.ema_decay))
             losses.append(epoch_loss / steps)
             if progress is not None:
                 progress(epoch + 1, config.epochs, losses[-1])
-    return TrainedClassifier(model.cpu().eval(), num_classes, losses)
+    final = ema if ema is not None else model
+    return TrainedClassifier(final.cpu().eval(), num_classes, losses)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The average's decay after optimizer step ``step`` (0-based): ``decay``, but at most
+    (1 + step) / (10 + step), so that a short run's average is not mostly its start."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model, for parameters and floating buffers (batch
+    norm's running statistics); integer buffers (batch counts) are copied."""
+    for e, m in zip(ema.parameters(), model.parameters(), strict=True):
+        e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(m, alpha=1 - decay)
+        else:
+            e.copy_(m)
 
 
 @torch.no_grad()

@@ -8,7 +8,13 @@ import torch
 from sklearn.datasets import load_digits
 
 from flywheel.learn.backbones import AugmentConfig, build_backbone
-from flywheel.learn.training import TrainConfig, evaluate, train_classifier
+from flywheel.learn.training import (
+    TrainConfig,
+    ema_decay_at,
+    ema_update,
+    evaluate,
+    train_classifier,
+)
 
 torch.set_num_threads(1)
 
@@ -126,3 +132,39 @@ def test_bad_labels_are_refused(digits):
         train_classifier(x[:10], np.full(10, 10), None, small_config(epochs=1), 10)
     with pytest.raises(ValueError, match="lengths"):
         train_classifier(x[:10], y[:9], None, small_config(epochs=1), 10)
+
+
+def test_ema_update_matches_hand_computation():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
+    ema = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+        ema[0].weight.fill_(1.0)
+        model[1].running_mean.fill_(4.0)
+        ema[1].running_mean.fill_(0.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema_update(ema, model, 0.9)
+    assert ema[0].weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+    assert ema[1].running_mean.item() == pytest.approx(0.1 * 4.0)
+    assert ema[1].num_batches_tracked.item() == 7  # counts are copied, not averaged
+    assert model[0].weight.item() == 2.0
+
+
+def test_ema_decay_warms_up_then_holds():
+    assert ema_decay_at(0, 0.99) == pytest.approx(1 / 10)
+    assert ema_decay_at(8, 0.99) == pytest.approx(9 / 18)
+    assert ema_decay_at(10_000, 0.99) == 0.99
+
+
+def test_ema_model_is_returned_and_tracks_the_weights(digits):
+    x, y = digits
+    cfg = small_config(epochs=2, steps_per_epoch=4)
+    last = train_classifier(x[:100], y[:100], None, cfg, 10)
+    averaged = train_classifier(x[:100], y[:100], None, replace(cfg, ema_decay=0.9), 10)
+    # A vanishing decay follows the weights: the same model as no average at all.
+    tracking = train_classifier(x[:100], y[:100], None, replace(cfg, ema_decay=1e-12), 10)
+    w_last = last.model.head.weight
+    assert not torch.allclose(averaged.model.head.weight, w_last)
+    torch.testing.assert_close(tracking.model.head.weight, w_last)
+    probs = averaged.predict_proba(x[:20])
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
