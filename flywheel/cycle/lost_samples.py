@@ -1,12 +1,13 @@
-"""Pool samples lost after the select step's plan checked them: a blob deleted, corrupted or
-replaced by undecodable bytes in the store while the cycle runs.
+"""Pool samples lost from the store: a blob deleted, corrupted or replaced by undecodable
+bytes, before or while the cycle runs.
 
-No single sample fails a cycle: a lost sample is quarantined under the cycle
-(:mod:`flywheel.store.quarantine`) and the step goes on without it. Every later load of the
-cycle's data leaves quarantined samples out, so the merge and the train step agree on the
-pool. A shard checks its images as it reads them (:func:`checked_shard_images`); the train
-step, which reads pool images while it trains, is run again without the lost samples
-(:func:`run_without_lost_samples`).
+No step reads the whole pool up front (at a million images that is one process reading
+them all); each step finds lost images as it reads. No single sample fails a cycle: a lost
+sample is quarantined under the cycle (:mod:`flywheel.store.quarantine`) and the step goes
+on without it. Every later load of the cycle's data leaves quarantined samples out, so the
+merge and the train step agree on the pool. A shard checks its images as it reads them
+(:func:`checked_shard_images`); the plan (SSL) and the train step, which read pool images
+while they train, run again without the lost samples (:func:`run_without_lost_samples`).
 """
 
 from __future__ import annotations

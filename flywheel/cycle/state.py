@@ -115,8 +115,11 @@ def cycle_learning(cycle: Cycle) -> LearningSettings:
 
 def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> CycleData:
     """The cycle's data. Once its select step planned, at the input size and on the pool
-    of the plan: samples arriving between steps change neither what the later steps see,
-    and the pool, checked when planned, is not read again here."""
+    of the plan: samples arriving between steps change neither what the later steps see.
+
+    The pool is not read here: at a million images one process would read them all. The
+    steps that read pool images find lost ones as they read (flywheel.cycle.lost_samples):
+    a shard checks its own, the plan and the train step run again without them."""
     cycle = load_cycle(ws, cycle_id)
     plan = plan_of(cycle)
     selection = (cycle.outputs or {}).get("selection") or {}
@@ -134,6 +137,7 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
         cycle_id=cycle_id,
         cache_bytes=learning.pool_cache_mb << 20,
         validated_pool=pool,
+        check_pool=False,
     )
 
 

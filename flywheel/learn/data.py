@@ -195,14 +195,17 @@ def load_cycle_data(
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     validated_pool: Collection[str] | None = None,
+    check_pool: bool = True,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
     quarantined under ``cycle_id`` and left out. The human-labeled images are decoded into
     arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``.
 
-    ``validated_pool``: the pool an earlier step of the cycle read and checked. The pool is
-    then those of its ids still without a human label, and is not read again here."""
+    ``validated_pool``: the pool an earlier step of the cycle planned. The pool is then
+    those of its ids still without a human label. The pool is read and checked here only
+    with ``check_pool`` and no ``validated_pool``; otherwise its images are read when used,
+    and a lost one raises ``UnreadableSampleError`` there."""
     with db.session() as s:
         current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
         samples = s.execute(
@@ -235,11 +238,12 @@ def load_cycle_data(
     for group in ("labeled", "test"):  # human-labeled: few, and read by every step
         images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
-    if validated_pool is None:
+    check = check_pool and validated_pool is None
+    if check:
         pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
         failed.update(bad)
     groups = {g: [sid for sid in ids if sid not in failed] for g, ids in groups.items()}
-    if validated_pool is not None:
+    if not check:
         pool = pool_source(blobs, groups["pool"], spec, cache_bytes)
     quarantine.record(db, failed, cycle_id)
     human = {sid: lab for sid, lab in human.items() if sid not in failed}

@@ -28,6 +28,7 @@ import numpy as np
 from torch import nn
 
 from flywheel.config import LearningSettings
+from flywheel.cycle.lost_samples import run_without_lost_samples
 from flywheel.cycle.profile import resolve_profile
 from flywheel.cycle.select_plan import (
     SELECT_PLAN,
@@ -91,9 +92,15 @@ def plan_select_step(
     step(CycleState.EMBEDDING, 0.0, "deciding the data profile")
     resolve_profile(ws, cycle_id, cycle_learning(cycle))
     learning = cycle_learning(load_cycle(ws, cycle_id))
-    step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
-    data = load_data(ws, cycle_id, learning)
-    plan, embedder = make_plan(ws, registry, data, learning, step)
+
+    def make() -> tuple[SelectPlan, bytes, CycleData]:
+        step(CycleState.EMBEDDING, 0.0, "self-supervised embedding")
+        data = load_data(ws, cycle_id, learning)
+        return *make_plan(ws, registry, data, learning, step), data
+
+    # SSL reads the pool as it trains: a pool image lost meanwhile is quarantined, and
+    # the plan is made again without it.
+    plan, embedder, data = run_without_lost_samples(ws, cycle_id, learning, make)
     write_plan_files(ws, cycle_id, plan, data.pool_ids, embedder)
     record_output(ws, cycle_id, SELECT_PLAN, asdict(plan))
     return plan, data
@@ -177,4 +184,9 @@ def run_ssl_step(
         raise InvalidInputError(f"cycle {cycle_id} is {cycle.state}: its SSL model is trained")
     resolve_profile(ws, cycle_id, cycle_learning(cycle))
     learning = cycle_learning(load_cycle(ws, cycle_id))
-    return cycle_ssl(ws, load_data(ws, cycle_id, learning), learning, progress)[0]
+    return run_without_lost_samples(
+        ws,
+        cycle_id,
+        learning,
+        lambda: cycle_ssl(ws, load_data(ws, cycle_id, learning), learning, progress)[0],
+    )

@@ -68,6 +68,40 @@ def test_a_pool_image_lost_after_the_plan_is_quarantined_and_the_cycle_ends(ws, 
     assert deleted not in after.pool_ids and corrupt not in after.pool_ids
 
 
+def test_loading_a_cycle_reads_no_pool_image(ws, registry, monkeypatch) -> None:
+    """A million-image pool is not read up front by one process: the cycle's data holds the
+    human-labeled images, and the pool's are read when a step uses them."""
+    ingest_digits(ws, N_DIGITS)
+    c1 = start_cycle(ws, ws.settings.learning)
+    run_consensus_step(ws, c1)
+    read: list[str] = []
+    get_many = type(ws.blobs).get_many
+
+    def recording(self, shas, *args, **kwargs):
+        shas = list(shas)
+        read.extend(shas)
+        return get_many(self, shas, *args, **kwargs)
+
+    monkeypatch.setattr(type(ws.blobs), "get_many", recording)
+    data = load_data(ws, c1, cycle_learning(load_cycle(ws, c1)))
+    assert len(data.pool_ids) > 0 and read
+    assert not set(read) & set(data.pool_ids)
+    assert set(read) == set(data.labeled.ids) | set(data.test.ids)
+
+
+def test_a_pool_image_lost_before_the_plan_is_quarantined_by_the_plan(ws, registry) -> None:
+    ingest_digits(ws, N_DIGITS)
+    c1 = start_cycle(ws, ws.settings.learning)
+    run_consensus_step(ws, c1)
+    pool = load_data(ws, c1, cycle_learning(load_cycle(ws, c1))).pool_ids
+    ws.blobs.delete(pool[4])
+    plan, data = plan_select_step(ws, registry, c1)  # SSL meets it, and plans again
+    assert quarantine_reasons(ws) == {pool[4]: ("blob missing from the store", c1)}
+    assert plan.pool == len(pool) - 1 and pool[4] not in data.pool_ids
+    planned = [sid for k in range(plan.shards) for sid in read_shard_ids(ws, c1, k)]
+    assert pool[4] not in planned
+
+
 def test_the_eager_shard_reads_again_when_a_held_image_was_lost(ws, registry) -> None:
     """The eager path hands a shard the planned pool's lazy images; with no cache left, a
     lost one raises while embedding, and the shard checks its images itself."""
