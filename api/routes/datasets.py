@@ -78,7 +78,11 @@ MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
     responses={
         **COMMON_RESPONSES,
         **NOT_FOUND,
-        **UNREADABLE,
+        409: {
+            "model": ErrorResponse,
+            "description": "the manifest, or an image the version names, is missing from the "
+            "store or fails its checksum",
+        },
         200: {
             "description": "The file: a Parquet or CSV manifest, or a zip of the "
             "ImageFolder tree or the Hugging Face Parquet folder",

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from flywheel.datasets.versions import DatasetVersions
-from flywheel.errors import InvalidInputError
-from flywheel.store.blobs import READ_BATCH, BlobStore
+from flywheel.errors import IntegrityError, InvalidInputError
+from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "hf"]
 FORMATS: tuple[str, ...] = ("parquet", "csv", "imagefolder", "hf")
@@ -98,8 +98,11 @@ def _images(blobs: BlobStore, ids: list[str]) -> Iterator[tuple[str, bytes]]:
     for start in range(0, len(ids), READ_BATCH):
         batch = ids[start : start + READ_BATCH]
         for sid, got in zip(batch, blobs.get_many(batch), strict=True):
-            if isinstance(got, Exception):
-                raise InvalidInputError(f"cannot export sample {sid}: {got}") from got
+            reason = unusable_reason(got)  # a storage outage is raised as it is
+            if reason is not None:
+                # The version names a sample the store no longer serves: a conflict between
+                # the two, not a bad request.
+                raise IntegrityError(f"cannot export sample {sid}: {reason}")
             yield sid, got
 
 

@@ -25,14 +25,9 @@ from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
 from flywheel.db.models import Split
 from flywheel.errors import InvalidInputError
-from flywheel.learn.pool_images import (
-    DEFAULT_CACHE_BYTES,
-    BlobImages,
-    ImageSource,
-    unusable_reason,
-)
+from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, BlobImages, ImageSource
 from flywheel.store import quarantine
-from flywheel.store.blobs import READ_BATCH, BlobStore
+from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
 from flywheel.store.images import to_model_input
 
 # The largest derived input size: the usual ImageNet input, for projects of large photos.

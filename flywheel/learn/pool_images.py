@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from flywheel.datasets.fingerprint import fingerprint
-from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.learn.backbones import images_to_tensor
-from flywheel.store.blobs import READ_BATCH, BlobStore
+from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
 
 DEFAULT_CACHE_BYTES = 2 << 30
 POOL_IMAGES_VERSION = 1
@@ -38,20 +37,6 @@ class UnreadableSampleError(RuntimeError):
     def __init__(self, message: str, sample_id: str | None = None) -> None:
         super().__init__(message)
         self.sample_id = sample_id
-
-
-def unusable_reason(got: bytes | Exception) -> str | None:
-    """Why a blob read (``BlobStore.get_many``'s result) leaves its sample unusable; None
-    for bytes. A failure that says nothing about the sample (a storage outage) is raised."""
-    if isinstance(got, NotFoundError):
-        return "blob missing from the store"
-    if isinstance(got, IntegrityError):
-        return "blob does not match its checksum"
-    if isinstance(got, InvalidInputError):  # an id that is no blob key
-        return f"unreadable: {got}"
-    if isinstance(got, Exception):
-        raise got
-    return None
 
 
 class BlobImages:

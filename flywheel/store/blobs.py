@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from flywheel.errors import IntegrityError, InvalidInputError
+from flywheel.errors import IntegrityError, InvalidInputError, NotFoundError
 from flywheel.store import storage
 
 SHA256_HEX_LEN = 64
@@ -22,6 +22,20 @@ READ_BATCH = 256  # blobs a reader fetches together: enough to hide object-store
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def unusable_reason(got: bytes | Exception) -> str | None:
+    """Why a blob read (``BlobStore.get_many``'s result) leaves its sample unusable; None
+    for bytes. A failure that says nothing about the sample (a storage outage) is raised."""
+    if isinstance(got, NotFoundError):
+        return "blob missing from the store"
+    if isinstance(got, IntegrityError):
+        return "blob does not match its checksum"
+    if isinstance(got, InvalidInputError):  # an id that is no blob key
+        return f"unreadable: {got}"
+    if isinstance(got, Exception):
+        raise got
+    return None
 
 
 @dataclass(frozen=True)

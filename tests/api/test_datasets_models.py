@@ -125,6 +125,18 @@ def test_a_version_downloads_in_each_export_layout(client, keys, api_workspace):
     assert client.get(url).status_code == 401
 
 
+def test_an_export_of_a_lost_image_is_a_conflict(client, keys, api_workspace):
+    version, _ = api_workspace.versions.snapshot("seed labels")
+    _, table = api_workspace.versions.read(version.id)
+    api_workspace.blobs.delete(table["sample_id"][0].as_py())
+    url = f"/v1/datasets/versions/{version.id[:8]}/export?format=imagefolder"
+    r = client.get(url, headers=auth(keys.engineer))
+    assert r.status_code == 409 and "blob missing from the store" in r.text, r.text
+    # The manifest itself is still served: it names the sample, it does not read it.
+    parquet = client.get(url.replace("imagefolder", "parquet"), headers=auth(keys.engineer))
+    assert parquet.status_code == 200
+
+
 def test_models_promote_and_rollback_switch_predictions(
     api_settings, api_workspace, keys, make_png
 ):
