@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -129,14 +129,16 @@ def test_concurrent_requests_exactly_one_wins(workspace) -> None:
 
 # --- 3. an expired lease ----------------------------------------------------------------------
 def test_request_after_the_lease_expired_fails_the_interrupted_cycle(workspace) -> None:
-    short = CycleSettings(lease_s=0.5, heartbeat_s=0.1)
+    short = CycleSettings(lease_s=30, heartbeat_s=0.1)
     with workspace.db.session() as s:
         s.add(Cycle(state="promoted", params={}, outputs={}))  # an old, finished one
     old = request_cycle(workspace, workspace.settings.learning, short)
     update_cycle(workspace, old, state="training", step="training")  # its worker then died
     with pytest.raises(ConflictError, match=f"cycle {old} is running"):
         request_cycle(workspace, workspace.settings.learning, short)
-    time.sleep(0.7)  # nobody renews it: the lease expires
+    # Nobody renews it: its last renewal, an hour ago, has expired.
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert acquire(workspace.db, f"cycle:{old}", ttl_s=30, now=an_hour_ago) is not None
     assert current(workspace.db) is None
 
     new = request_cycle(workspace, workspace.settings.learning, short)
@@ -286,10 +288,18 @@ def test_claim_step_on_an_ended_cycle(workspace) -> None:
 
 def test_claim_step_heartbeat_keeps_both_leases(workspace) -> None:
     db = workspace.db
-    short = CycleSettings(lease_s=0.6, heartbeat_s=0.1)
+    short = CycleSettings(lease_s=60, heartbeat_s=0.05)
     cycle_id = request_cycle(workspace, workspace.settings.learning, short)
     with claim_step(workspace, cycle_id, "train", "runner-a", short):
-        time.sleep(1.5)  # over twice lease_s: only the heartbeat keeps the leases
+        # Both leases are renewed while the step runs: waited for, not timed.
+        first = (current(db).expires_at, current(db, name=STEP_LEASE).expires_at)
+        deadline = time.monotonic() + 60
+        while not (
+            current(db).expires_at > first[0]
+            and current(db, name=STEP_LEASE).expires_at > first[1]
+        ):
+            assert time.monotonic() < deadline, "the heartbeat never renewed both leases"
+            time.sleep(0.05)
         assert current(db).holder == f"cycle:{cycle_id}"
         assert current(db, name=STEP_LEASE).holder == "runner-a"
         with pytest.raises(ConflictError):
@@ -300,8 +310,10 @@ def test_claim_step_heartbeat_keeps_both_leases(workspace) -> None:
         ):
             pytest.fail("the step must not run")
     assert current(db, name=STEP_LEASE) is None
-    time.sleep(0.7)  # no one renews the cycle lease after the step: it expires
-    assert current(db) is None
+    # No one renews the cycle lease after the step: its expiry stays where it was.
+    left = current(db).expires_at
+    time.sleep(0.3)  # six heartbeats' time
+    assert current(db).expires_at == left
     assert renew(db, f"cycle:{cycle_id}", 30)  # still its row until someone takes it
 
 
