@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,7 +34,7 @@ def test_a_dead_holders_cycles_are_failed_when_the_lease_is_taken_over(workspace
     with pytest.raises(ConflictError), exclusive_cycles(workspace.db, "next"):
         pass
     # The crashed holder never renews: its last renewal (an hour ago) has expired.
-    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     assert acquire(workspace.db, "crashed", ttl_s=60, now=an_hour_ago) is not None
     with exclusive_cycles(workspace.db, "next"), workspace.db.session() as s:
         states = {c.id: (c.state, c.error) for c in s.query(Cycle)}

@@ -295,8 +295,7 @@ def test_claim_step_heartbeat_keeps_both_leases(workspace) -> None:
         first = (current(db).expires_at, current(db, name=STEP_LEASE).expires_at)
         deadline = time.monotonic() + 60
         while not (
-            current(db).expires_at > first[0]
-            and current(db, name=STEP_LEASE).expires_at > first[1]
+            current(db).expires_at > first[0] and current(db, name=STEP_LEASE).expires_at > first[1]
         ):
             assert time.monotonic() < deadline, "the heartbeat never renewed both leases"
             time.sleep(0.05)
