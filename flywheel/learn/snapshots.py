@@ -13,6 +13,7 @@ from flywheel.db import Cycle
 from flywheel.errors import NotFoundError
 from flywheel.learn.data import CycleData
 from flywheel.learn.embeddings import EmbeddingChoice
+from flywheel.store.blobs import SHA256_HEX_LEN
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -38,15 +39,17 @@ def save_embeddings(ws: Workspace, cycle_id: int, choice: EmbeddingChoice, data:
         ("test", data.test.ids, choice.test),
     )
     buf = io.BytesIO()
+    # Ids as ASCII bytes (sha256 hex): numpy's str is 4 bytes a character, 256 MB for a
+    # million ids, and the artifact is written at the select step's memory peak.
     np.savez(
         buf,
-        ids=np.array([sid for _, ids, _ in parts for sid in ids], dtype=str),
-        split=np.array([name for name, ids, _ in parts for _ in ids], dtype=str),
+        ids=np.concatenate([np.array(ids, dtype=f"S{SHA256_HEX_LEN}") for _, ids, _ in parts]),
+        split=np.concatenate([np.full(len(ids), name, dtype="S7") for name, ids, _ in parts]),
         vectors=np.concatenate([v for _, _, v in parts]).astype(np.float32, copy=False),
         name=np.array(choice.name),
     )
     fs, path = ws.cycle_file(cycle_id, EMBEDDINGS_ARTIFACT)
-    write_atomic(fs, path, buf.getvalue())  # a retried step writes the same rows again
+    write_atomic(fs, path, buf.getbuffer())  # a retried step writes the same rows again
 
 
 def load_embeddings(ws: Workspace, cycle_id: int) -> EmbeddingSnapshot | None:
@@ -58,7 +61,8 @@ def load_embeddings(ws: Workspace, cycle_id: int) -> EmbeddingSnapshot | None:
         return None
     with np.load(io.BytesIO(raw)) as f:
         vectors = f["vectors"].astype(np.float32, copy=False)
-        return EmbeddingSnapshot(f["ids"], f["split"], vectors, str(f["name"]), cycle_id)
+        ids, split = f["ids"].astype(str), f["split"].astype(str)  # stored as bytes
+        return EmbeddingSnapshot(ids, split, vectors, str(f["name"]), cycle_id)
 
 
 def latest_embeddings(ws: Workspace) -> EmbeddingSnapshot | None:

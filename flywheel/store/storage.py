@@ -83,7 +83,9 @@ def write_once(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = 
     return True
 
 
-def write_atomic(fs: pafs.FileSystem, path: str, data: bytes, make_parent: bool = True) -> None:
+def write_atomic(
+    fs: pafs.FileSystem, path: str, data: bytes | memoryview, make_parent: bool = True
+) -> None:
     """Publish ``data`` at ``path`` (replacing what is there) via a temp name and a rename."""
     parent = path.rsplit("/", 1)[0]
     if make_parent:

@@ -7,6 +7,7 @@ simulated by putting the cycle row back into the state a dead worker would leave
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import Any
 
@@ -27,6 +28,7 @@ from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.registry import ModelRegistry
 from flywheel.select.outcome import SelectionOutcome
 from flywheel.select.result import Decision, SelectionResult
+from flywheel.store.storage import read_bytes
 from flywheel.workspace import Workspace
 from tests.conftest import sample_row
 from tests.flywheel.cycle.test_runner import ingest_digits
@@ -388,6 +390,11 @@ def test_select_step_saves_the_chosen_embedding_of_every_sample(ws, registry) ->
     assert {s: int((snap.split == s).sum()) for s in sizes} == sizes
     assert snap.vectors.dtype == np.float32 and len(snap.vectors) == len(snap.ids)
     np.testing.assert_allclose(np.linalg.norm(snap.vectors, axis=1), 1.0, atol=1e-5)
+    # Stored as one byte a character (a million ids: 64 MB, not 256 MB), read back as str.
+    fs, path = ws.cycle_file(c1, "embeddings.npz")
+    with np.load(io.BytesIO(read_bytes(fs, path))) as stored:
+        assert stored["ids"].dtype == np.dtype("S64") and stored["split"].dtype.kind == "S"
+    assert snap.ids.dtype.kind == "U" and snap.split.dtype.kind == "U"
     # The very vectors the cycle judged: their leave-one-out score is the recorded one.
     labeled = snap.vectors[snap.split == "labeled"]
     score = loo_knn_accuracy(labeled, data.labeled.labels)
