@@ -29,6 +29,7 @@ from flywheel.learn.embeddings import EmbeddingChoice
 from flywheel.learn.index import IndexKind, build_index, check_embeddings, search
 from flywheel.select.calibration import Calibration, _check_labels, calibrate_thresholds
 from flywheel.select.outcome import (
+    POOL_CHUNK,
     SelectionOutcome,
     full_probs,
     pseudo_anchors,
@@ -211,7 +212,6 @@ def select_pseudo_labels(
     calib_probs = _check_probs(calib_probs, len(calib_labels), c, "calib_probs")
 
     index = build_index(labeled_embeddings, cfg.index_kind, **cfg.index_options)
-    sims, ids = search(index, pool_embeddings, cfg.k)
     if calib_embeddings is not None:
         c_sims, c_ids = search(index, calib_embeddings, cfg.k)
     else:  # leave-one-out: a labeled sample must not vote for itself
@@ -227,12 +227,26 @@ def select_pseudo_labels(
         )
         pool_vote = full[-n:]
     else:
-        pool_vote = knn_vote(sims, ids, labeled_labels, c, cfg.similarity_power)
+        pool_vote = None
         calib_vote = knn_vote(c_sims, c_ids, labeled_labels, c, cfg.similarity_power)
 
-    combined = combine(pool_probs, pool_vote, cfg.classifier_weight, cfg.combination)
-    label = combined.argmax(axis=1)
-    score = combined[np.arange(n), label]
+    # The pool chunk by chunk: per sample only its neighbours, label and shares are kept.
+    k = min(cfg.k, m)
+    sims, ids = np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int64)
+    label, score = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32)
+    knn_share = np.empty(n, dtype=np.float32)
+    for start in range(0, n, POOL_CHUNK):
+        rows = slice(start, min(start + POOL_CHUNK, n))
+        sims[rows], ids[rows] = search(index, pool_embeddings[rows], cfg.k)
+        if pool_vote is None:
+            vote = knn_vote(sims[rows], ids[rows], labeled_labels, c, cfg.similarity_power)
+        else:
+            vote = pool_vote[rows]
+        combined = combine(pool_probs[rows], vote, cfg.classifier_weight, cfg.combination)
+        at = np.arange(len(combined))
+        label[rows] = combined.argmax(axis=1)
+        score[rows] = combined[at, label[rows]]
+        knn_share[rows] = vote[at, label[rows]]
     calib_combined = combine(calib_probs, calib_vote, cfg.classifier_weight, cfg.combination)
     calib_pred = calib_combined.argmax(axis=1)
     calibration = calibrate_thresholds(
@@ -271,10 +285,10 @@ def select_pseudo_labels(
     }
     return SelectionResult(
         decision=decision,
-        label=label.astype(np.int64),
-        score=score.astype(np.float32),
+        label=label,
+        score=score,
         classifier_prob=pool_probs[np.arange(n), label],
-        knn_share=pool_vote[np.arange(n), label],
+        knn_share=knn_share,
         neighbor_ids=ids,
         neighbor_sims=sims,
         capped=capped,

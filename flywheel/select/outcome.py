@@ -14,6 +14,10 @@ from flywheel.learn.data import CycleData
 from flywheel.learn.embeddings import EmbeddingChoice
 from flywheel.select.result import Decision, SelectionResult
 
+# Pool rows scored at a time: the (rows, classes) intermediates of a million-row pool would
+# otherwise all be alive at once (the select step's memory peak, BENCHMARKS §24).
+POOL_CHUNK = 65_536
+
 
 @dataclass
 class SelectionOutcome:
@@ -90,8 +94,12 @@ def embedding_classifier_probs(data: CycleData, choice: EmbeddingChoice) -> np.n
 
 
 def full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.ndarray:
-    out = np.zeros((len(x), num_classes), dtype=np.float64)
-    out[:, clf.classes_] = clf.predict_proba(x)
+    """float32 (len(x), num_classes) probabilities (0 for a class ``clf`` never saw),
+    ``POOL_CHUNK`` rows at a time."""
+    out = np.zeros((len(x), num_classes), dtype=np.float32)
+    for start in range(0, len(x), POOL_CHUNK):
+        rows = slice(start, start + POOL_CHUNK)
+        out[rows, clf.classes_] = clf.predict_proba(x[rows])
     return out
 
 

@@ -53,6 +53,26 @@ def test_planted_example_decisions_and_evidence():
     assert r.accepted_per_class.tolist() == [1, 0, 0]
 
 
+def test_the_pool_in_chunks_decides_as_in_one(monkeypatch):
+    """The pool is voted and combined chunk by chunk (memory); rows are independent, so a
+    chunk of one row gives the same result, field by field, as the whole pool at once."""
+    import flywheel.select.calibrated as calibrated
+
+    rng = np.random.default_rng(0)
+    pool, pool_probs, *rest = _planted()
+    pool = np.concatenate([pool, pool + 0.2 * rng.random(pool.shape)])
+    pool_probs = np.concatenate([pool_probs, pool_probs[::-1]])
+    config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
+    whole = select_pseudo_labels(pool, pool_probs, *rest, num_classes=3, config=config)
+    monkeypatch.setattr(calibrated, "POOL_CHUNK", 1)
+    chunked = select_pseudo_labels(pool, pool_probs, *rest, num_classes=3, config=config)
+    for name in ("decision", "label", "score", "classifier_prob", "knn_share"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    np.testing.assert_array_equal(chunked.neighbor_ids, whole.neighbor_ids)
+    np.testing.assert_array_equal(chunked.neighbor_sims, whole.neighbor_sims)
+    assert chunked.counts == whole.counts
+
+
 def test_mean_combination_and_leave_one_out_mode():
     pool, pool_probs, labeled, labels, *_ = _planted()
     oof = np.full((6, 3), 0.1)
