@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -73,11 +74,17 @@ class EmbeddingStore:
     def _read(self, path: str, columns: list[str]) -> pa.Table:
         return pq.read_table(io.BytesIO(storage.read_bytes(self._loc.fs, path)), columns=columns)
 
-    def known_ids(self, fp: str) -> set[str]:
-        """Every sample id with a vector for ``fp`` (reads the id column only)."""
+    def known_ids(self, fp: str, among: Sequence[str] | None = None) -> set[str]:
+        """Every sample id with a vector for ``fp`` (reads the id column only); with
+        ``among``, only those of these ids (matched in Arrow: a pool of a million stored
+        ids does not become a million Python strings to find a few)."""
+        wanted = None if among is None else pa.array(list(among), pa.string())
         known: set[str] = set()
         for path in self.shards(fp):
-            known.update(self._read(path, ["sample_id"]).column(0).to_pylist())
+            ids = self._read(path, ["sample_id"]).column(0)
+            if wanted is not None:
+                ids = ids.filter(pc.is_in(ids, value_set=wanted))
+            known.update(ids.to_pylist())
         return known
 
     def holds(self, fp: str, ids: Sequence[str]) -> bool:
@@ -94,30 +101,36 @@ class EmbeddingStore:
         path = f"{self._folder(fp)}/{shard_name(ids)}"
         return storage.write_once(self._loc.fs, path, _shard_bytes(ids, vectors))
 
-    def iter_shards(self, fp: str) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(ids, float32 (n, d) vectors) of each shard in turn: one shard in memory at a time."""
+    def iter_shards(self, fp: str) -> Iterator[tuple[pa.ChunkedArray, np.ndarray]]:
+        """(Arrow string ids, float32 (n, d) vectors) of each shard in turn: one shard in
+        memory at a time."""
         for path in self.shards(fp):
             table = self._read(path, ["sample_id", "vector"])
             col = table.column("vector").combine_chunks()
             dim = col.type.list_size
             vectors = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-            yield table.column("sample_id").to_pylist(), vectors.astype(np.float32, copy=False)
+            yield table.column("sample_id"), vectors.astype(np.float32, copy=False)
 
     def get(self, fp: str, ids: Sequence[str]) -> np.ndarray:
         """float32 (len(ids), d) for ``ids``, in order; NotFoundError names what is missing.
 
         A sample in two shards (two cycles embedded it before either published) has the
-        same vector in both: the model and the bytes fix it, so either copy will do."""
-        where = {sid: row for row, sid in enumerate(ids)}
+        same vector in both: the model and the bytes fix it, so either copy will do. Ids are
+        matched in Arrow, not in a Python dict: at a million ids that dict and the shards'
+        ids as Python strings were a large part of the select step's memory."""
+        wanted = pa.array(list(ids), pa.string())
+        if pc.count_distinct(wanted).as_py() != len(wanted):
+            raise InvalidInputError("ids must be distinct")
         out: np.ndarray | None = None
         filled = np.zeros(len(ids), dtype=bool)
         for shard_ids, vectors in self.iter_shards(fp):
             if out is None:
                 out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
-            src = [j for j, sid in enumerate(shard_ids) if sid in where]
-            dst = [where[shard_ids[j]] for j in src]
-            out[dst] = vectors[src]
-            filled[dst] = True
+            where = pc.fill_null(pc.index_in(shard_ids, value_set=wanted), -1)
+            dst = where.to_numpy()
+            src = np.flatnonzero(dst >= 0)
+            out[dst[src]] = vectors[src]
+            filled[dst[src]] = True
         if out is None or not filled.all():
             missing = [ids[i] for i in np.flatnonzero(~filled)[:3]]
             raise NotFoundError(
@@ -140,7 +153,7 @@ class EmbeddingStore:
         ``progress(done, todo)`` is called after each shard written."""
         if shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}")
-        known = self.known_ids(fp)
+        known = self.known_ids(fp, ids)
         missing = sorted({sid for sid in ids if sid not in known})  # sorted: stable shards
         for start in range(0, len(missing), shard_size):
             chunk = missing[start : start + shard_size]

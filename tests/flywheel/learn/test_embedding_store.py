@@ -39,6 +39,8 @@ def test_ensure_computes_only_what_is_missing_in_shards_and_returns_rows_in_orde
     np.testing.assert_array_equal(got, vectors_for(grown))
     assert compute.calls[3:] == [["s6", "s7"]]  # only the new samples
     assert store.known_ids(FP) == set(grown)
+    assert store.known_ids(FP, among=["s7", "s9", "s1"]) == {"s7", "s1"}
+    assert store.known_ids(FP, among=[]) == set()
 
 
 def test_a_shard_is_named_by_its_ids_and_written_once(tmp_path):
@@ -63,6 +65,8 @@ def test_fingerprints_are_kept_apart_and_missing_rows_are_named(tmp_path):
     with pytest.raises(NotFoundError):
         store.get("cd" * 12, ["s1"])
     assert store.known_ids("cd" * 12) == set()
+    with pytest.raises(InvalidInputError, match="distinct"):
+        store.get(FP, ["s1", "s1"])
 
 
 def test_a_sample_in_two_shards_is_read_once(tmp_path):
