@@ -116,8 +116,7 @@ class EmbeddingStore:
 
         A sample in two shards (two cycles embedded it before either published) has the
         same vector in both: the model and the bytes fix it, so either copy will do. Ids are
-        matched in Arrow, not in a Python dict: at a million ids that dict and the shards'
-        ids as Python strings were a large part of the select step's memory."""
+        matched in Arrow: no pool-sized Python dict, no shard id made a Python string."""
         wanted = pa.array(list(ids), pa.string())
         if pc.count_distinct(wanted).as_py() != len(wanted):
             raise InvalidInputError("ids must be distinct")
