@@ -30,9 +30,9 @@ POOL_IMAGES_VERSION = 1
 
 
 class UnreadableSampleError(RuntimeError):
-    """A pool image could not be used after the cycle checked it (its blob vanished, or no
-    longer matches its checksum or decodes, since). A storage outage is not this: its own
-    error is raised, to be retried. ``message`` first: a DataLoader worker re-raises it so."""
+    """A pool image could not be used when a step read it (its blob vanished, or no longer
+    matches its checksum or decodes). A storage outage is not this: its own error is
+    raised, to be retried. ``message`` first: a DataLoader worker re-raises it so."""
 
     def __init__(self, message: str, sample_id: str | None = None) -> None:
         super().__init__(message)
