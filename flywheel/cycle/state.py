@@ -136,7 +136,7 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
         resize=learning.resize,
         cycle_id=cycle_id,
         cache_bytes=learning.pool_cache_mb << 20,
-        validated_pool=pool,
+        planned_pool=pool,
         check_pool=False,
     )
 

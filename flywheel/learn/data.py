@@ -189,7 +189,7 @@ def load_cycle_data(
     resize: str = "stretch",
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
-    validated_pool: Collection[str] | None = None,
+    planned_pool: Collection[str] | None = None,
     check_pool: bool = True,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
@@ -197,9 +197,9 @@ def load_cycle_data(
     quarantined under ``cycle_id`` and left out. The human-labeled images are decoded into
     arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``.
 
-    ``validated_pool``: the pool an earlier step of the cycle planned. The pool is then
+    ``planned_pool``: the pool an earlier step of the cycle planned. The pool is then
     those of its ids still without a human label. The pool is read and checked here only
-    with ``check_pool`` and no ``validated_pool``; otherwise its images are read when used,
+    with ``check_pool`` and no ``planned_pool``; otherwise its images are read when used,
     and a lost one raises ``UnreadableSampleError`` there."""
     with db.session() as s:
         current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
@@ -221,7 +221,7 @@ def load_cycle_data(
         group = "test" if split == Split.TEST else "labeled" if sid in human else "pool"
         if group == "test" and sid not in human:
             continue  # an unlabeled test sample is not used
-        if group == "pool" and validated_pool is not None and sid not in validated_pool:
+        if group == "pool" and planned_pool is not None and sid not in planned_pool:
             continue  # arrived after the pool was planned: the next cycle's
         groups[group].append(sid)
         dims.append((width, height))
@@ -233,7 +233,7 @@ def load_cycle_data(
     for group in ("labeled", "test"):  # human-labeled: few, and read by every step
         images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
-    check = check_pool and validated_pool is None
+    check = check_pool and planned_pool is None
     if check:
         pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
         failed.update(bad)
