@@ -39,7 +39,7 @@ def write_selection(
         assert res is not None and outcome is not None
         decision = int(res.decision[i])
         name = data.classes[int(res.label[i])]
-        current = data.pool_current.get(sid)
+        current = data.pool_current.at(i)
         evidence = outcome.evidence(i)
         if decision == Decision.ACCEPTED:
             if current is not None and current[0] == name:

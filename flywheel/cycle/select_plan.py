@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.db import Cycle
 from flywheel.errors import InvalidInputError
 from flywheel.learn.data import ModelInput
+from flywheel.learn.sample_rows import id_keys
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -95,5 +98,15 @@ def read_embedder_file(ws: Workspace, cycle_id: int) -> bytes:
 
 
 def planned_pool_ids(ws: Workspace, cycle_id: int, plan: SelectPlan) -> list[str]:
-    """The pool the plan split into shards, in order (validated when it was planned)."""
+    """The pool the plan split into shards, in order."""
     return [sid for shard in range(plan.shards) for sid in read_shard_ids(ws, cycle_id, shard)]
+
+
+def planned_pool_keys(ws: Workspace, cycle_id: int, plan: SelectPlan) -> np.ndarray:
+    """The plan's pool as sorted bytes (``flywheel.learn.sample_rows.id_keys``), read a
+    shard at a time: a million ids never become Python strings at once."""
+    parts = []
+    for shard in range(plan.shards):
+        fs, path = ws.cycle_file(cycle_id, _shard_file(shard))
+        parts.append(np.array(read_bytes(fs, path).split(b"\n"), dtype=np.bytes_))
+    return id_keys(np.concatenate(parts) if parts else np.zeros(0, dtype="S1"))

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from flywheel.db import Database, GroundTruth, Label, Sample
-from flywheel.db.labels import HUMAN_MADE_SOURCES, current_labels_query
-from flywheel.db.models import Split
+from flywheel.db import Database, Sample
 from flywheel.errors import InvalidInputError
 from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, BlobImages, ImageSource
+from flywheel.learn.sample_rows import PoolLabels, id_keys, scan_samples
 from flywheel.store import quarantine
 from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
 from flywheel.store.images import to_model_input
@@ -94,7 +93,7 @@ class CycleData:
     pool_ids: list[str]  # samples without a human-made label (pseudo-labeled or not)
     # A BlobImages, read from the store as used (flywheel.learn.pool_images); an array works.
     pool_images: ImageSource
-    pool_current: dict[str, tuple[str, float]]  # pool sample -> its current pseudo label, conf
+    pool_current: PoolLabels  # the pool's current pseudo-labels, aligned with pool_ids
     pool_truth: np.ndarray  # int64 (n_pool,) hidden truth class index, -1 where unknown
     input: ModelInput | None = None  # what every image above was brought to
 
@@ -170,9 +169,9 @@ def stream_pool(
     return pool, failed
 
 
-def _classes(human: Mapping[str, Label], test_ids: list[str]) -> list[str]:
+def _classes(human: Mapping[str, str], test_ids: list[str]) -> list[str]:
     """The classes to learn; the only reasons left for a cycle to fail are these."""
-    classes = sorted({lab.label for lab in human.values()})
+    classes = sorted(set(human.values()))
     if len(classes) < 2:
         raise InvalidInputError("a cycle needs human-made labels of at least two classes")
     if not test_ids:
@@ -189,7 +188,7 @@ def load_cycle_data(
     resize: str = "stretch",
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
-    planned_pool: Collection[str] | None = None,
+    planned_pool: np.ndarray | Collection[str] | None = None,
     check_pool: bool = True,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
@@ -201,67 +200,46 @@ def load_cycle_data(
     those of its ids still without a human label. The pool is read and checked here only
     with ``check_pool`` and no ``planned_pool``; otherwise its images are read when used,
     and a lost one raises ``UnreadableSampleError`` there."""
-    with db.session() as s:
-        current = {lab.sample_id: lab for lab in s.scalars(current_labels_query())}
-        samples = s.execute(
-            select(Sample.id, Sample.split, Sample.width, Sample.height)
-            .where(Sample.id.not_in(quarantine.quarantined_ids()))
-            .order_by(Sample.id)
-        ).all()
-        truth = dict(s.execute(select(GroundTruth.sample_id, GroundTruth.label)).all())
-    usable = {row.id for row in samples}
-    human = {
-        sid: lab
-        for sid, lab in current.items()
-        if lab.source in HUMAN_MADE_SOURCES and sid in usable
-    }
-    groups: dict[str, list[str]] = {"labeled": [], "test": [], "pool": []}
-    dims: list[tuple[int, int]] = []
-    for sid, split, width, height in samples:
-        group = "test" if split == Split.TEST else "labeled" if sid in human else "pool"
-        if group == "test" and sid not in human:
-            continue  # an unlabeled test sample is not used
-        if group == "pool" and planned_pool is not None and sid not in planned_pool:
-            continue  # arrived after the pool was planned: the next cycle's
-        groups[group].append(sid)
-        dims.append((width, height))
+    rows = scan_samples(db, None if planned_pool is None else id_keys(planned_pool))
+    groups, human = rows.groups, rows.human
     _classes(human, groups["test"])  # fail before decoding anything
-    spec = ModelInput(image_size or derive_input_size(dims), channels, resize)
+    spec = ModelInput(image_size or derive_input_size(rows.dims.elements()), channels, resize)
 
     images: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     for group in ("labeled", "test"):  # human-labeled: few, and read by every step
         images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
+    rows.drop(failed)
     check = check_pool and planned_pool is None
     if check:
         pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
         failed.update(bad)
-    groups = {g: [sid for sid in ids if sid not in failed] for g, ids in groups.items()}
-    if not check:
+        kept = np.array([sid not in bad for sid in groups["pool"]], dtype=bool)
+        groups["pool"] = pool.ids
+    else:
         pool = pool_source(blobs, groups["pool"], spec, cache_bytes)
+        kept = None
     quarantine.record(db, failed, cycle_id)
-    human = {sid: lab for sid, lab in human.items() if sid not in failed}
     classes = _classes(human, groups["test"])
     index = {c: i for i, c in enumerate(classes)}
 
     def labeled_set(group: str) -> LabeledSet:
         ids = groups[group]
-        labels = np.array([index[human[i].label] for i in ids], dtype=np.int64)
+        labels = np.array([index[human[i]] for i in ids], dtype=np.int64)
         return LabeledSet(ids, images[group], labels)
 
-    pool_ids = groups["pool"]
+    current, truth = rows.pool_labels(classes)
+    if kept is not None:
+        current = PoolLabels(current.names, current.code[kept], current.confidence[kept])
+        truth = truth[kept]
     return CycleData(
         classes=classes,
         labeled=labeled_set("labeled"),
         test=labeled_set("test"),
-        pool_ids=pool_ids,
+        pool_ids=groups["pool"],
         pool_images=pool,
-        pool_current={
-            sid: (current[sid].label, float(current[sid].confidence))
-            for sid in pool_ids
-            if sid in current
-        },
-        pool_truth=np.array([index.get(truth.get(i, ""), -1) for i in pool_ids], dtype=np.int64),
+        pool_current=current,
+        pool_truth=truth,
         input=spec,
     )

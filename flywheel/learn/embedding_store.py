@@ -111,15 +111,45 @@ class EmbeddingStore:
             vectors = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
             yield table.column("sample_id"), vectors.astype(np.float32, copy=False)
 
+    def rows(self, fp: str, ids: Sequence[str]) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """(ids, vectors) of ``ids``, shard by shard in the store's order, each sample once:
+        for readers that stream (the embeddings artifact) and need no pool-sized output.
+        Raises NotFoundError, after the last shard, if any of ``ids`` has no vector."""
+        wanted = self._wanted(ids)
+        seen = np.zeros(len(ids), dtype=bool)
+        for shard_ids, vectors in self.iter_shards(fp):
+            at = pc.fill_null(pc.index_in(shard_ids, value_set=wanted), -1).to_numpy()
+            rows = np.flatnonzero(at >= 0)
+            rows = rows[~seen[at[rows]]]  # a sample in two shards: its first copy
+            rows = rows[np.unique(at[rows], return_index=True)[1]]
+            seen[at[rows]] = True
+            if len(rows):
+                yield shard_ids.take(pa.array(rows)).combine_chunks(), vectors[rows]
+        self._all_found(fp, ids, seen)
+
+    @staticmethod
+    def _wanted(ids: Sequence[str]) -> pa.Array:
+        wanted = pa.array(list(ids), pa.string())
+        if pc.count_distinct(wanted).as_py() != len(wanted):
+            raise InvalidInputError("ids must be distinct")
+        return wanted
+
+    @staticmethod
+    def _all_found(fp: str, ids: Sequence[str], found: np.ndarray) -> None:
+        if not found.all():
+            missing = [ids[i] for i in np.flatnonzero(~found)[:3]]
+            raise NotFoundError(
+                f"{int((~found).sum())} of {len(ids)} samples have no {fp} embedding, "
+                f"e.g. {missing}"
+            )
+
     def get(self, fp: str, ids: Sequence[str]) -> np.ndarray:
         """float32 (len(ids), d) for ``ids``, in order; NotFoundError names what is missing.
 
         A sample in two shards (two cycles embedded it before either published) has the
         same vector in both: the model and the bytes fix it, so either copy will do. Ids are
         matched in Arrow: no pool-sized Python dict, no shard id made a Python string."""
-        wanted = pa.array(list(ids), pa.string())
-        if pc.count_distinct(wanted).as_py() != len(wanted):
-            raise InvalidInputError("ids must be distinct")
+        wanted = self._wanted(ids)
         out: np.ndarray | None = None
         filled = np.zeros(len(ids), dtype=bool)
         for shard_ids, vectors in self.iter_shards(fp):
@@ -130,12 +160,9 @@ class EmbeddingStore:
             src = np.flatnonzero(dst >= 0)
             out[dst[src]] = vectors[src]
             filled[dst[src]] = True
-        if out is None or not filled.all():
-            missing = [ids[i] for i in np.flatnonzero(~filled)[:3]]
-            raise NotFoundError(
-                f"{int((~filled).sum())} of {len(ids)} samples have no {fp} embedding, "
-                f"e.g. {missing}"
-            )
+        self._all_found(fp, ids, filled)
+        if out is None:
+            raise NotFoundError(f"the store holds no {fp} embeddings")
         return out
 
     def ensure(

@@ -78,11 +78,11 @@ def pseudo_anchors(
     data: CycleData, choice: EmbeddingChoice
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Pool samples whose current label is a pseudo-label: embeddings, classes, weights, ids."""
-    index = {c: i for i, c in enumerate(data.classes)}
-    has = np.array([sid in data.pool_current for sid in data.pool_ids], dtype=bool)
-    ids = [sid for sid, h in zip(data.pool_ids, has, strict=True) if h]
-    labels = np.array([index[data.pool_current[sid][0]] for sid in ids], dtype=np.int64)
-    weights = np.array([data.pool_current[sid][1] for sid in ids], dtype=np.float64)
+    current = data.pool_current
+    has = current.in_classes(data.num_classes)  # a class no longer learned anchors nothing
+    ids = [data.pool_ids[i] for i in np.flatnonzero(has)]
+    labels = current.code[has].astype(np.int64)
+    weights = current.confidence[has].astype(np.float64)
     return choice.pool[has], labels, weights, ids
 
 

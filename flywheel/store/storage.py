@@ -10,8 +10,10 @@ reader never sees a partial file under a published name.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -87,12 +89,28 @@ def write_atomic(
     fs: pafs.FileSystem, path: str, data: bytes | memoryview, make_parent: bool = True
 ) -> None:
     """Publish ``data`` at ``path`` (replacing what is there) via a temp name and a rename."""
+    write_atomic_stream(fs, path, lambda f: f.write(data), make_parent)
+
+
+def write_atomic_stream(
+    fs: pafs.FileSystem,
+    path: str,
+    write: Callable[[BinaryIO], object],
+    make_parent: bool = True,
+) -> None:
+    """``write_atomic`` for a file too large to hold: ``write(f)`` writes it piece by piece
+    into the temp file, which is then renamed to ``path``."""
     parent = path.rsplit("/", 1)[0]
     if make_parent:
         fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
+    try:
+        with fs.open_output_stream(tmp) as f:
+            write(f)
+    except BaseException:
+        if exists(fs, tmp):
+            fs.delete_file(tmp)
+        raise
     try:
         fs.move(tmp, path)
     except Exception:

@@ -62,13 +62,20 @@ def run_select_merge_step(
 
 
 def planned_choice(
-    ws: Workspace, cycle_id: int, plan: SelectPlan, data: CycleData, learning: LearningSettings
+    ws: Workspace,
+    cycle_id: int,
+    plan: SelectPlan,
+    data: CycleData,
+    learning: LearningSettings,
+    with_pool: bool = True,
 ) -> EmbeddingChoice:
     """The plan's embedding of ``data``, from the store, read in one pass over its shards. A
     sample labeled by a person since the plan was made is in no shard and not among the
-    labeled it embedded: such few are embedded now."""
+    labeled it embedded: such few are embedded now. ``with_pool=False``: the pool's
+    vectors are not read (``pool`` is empty): a bootstrap selects nothing."""
     store = EmbeddingStore(ws.settings.storage_root)
-    parts = (data.labeled.ids, data.pool_ids, data.test.ids)
+    pool_ids = data.pool_ids if with_pool else []
+    parts = (data.labeled.ids, pool_ids, data.test.ids)
     try:
         every = store.get(plan.fingerprint, [sid for ids in parts for sid in ids])
         ends = np.cumsum([len(ids) for ids in parts])
@@ -77,7 +84,8 @@ def planned_choice(
         module = load_embedder(read_embedder_file(ws, cycle_id), learning, plan.spec)
         embedder = Embedder(plan.embedder, module, plan.fingerprint)
         labeled = embed_ids(store, embedder, data.labeled.ids, data.labeled.images)
-        pool = store.get(plan.fingerprint, data.pool_ids)  # the shards' own: never redone here
+        # the shards' own: never redone here
+        pool = store.get(plan.fingerprint, pool_ids) if pool_ids else labeled[:0]
         test = embed_ids(store, embedder, data.test.ids, data.test.images)
     return EmbeddingChoice(plan.embedder, plan.fingerprint, labeled, pool, test, plan.scores)
 
@@ -111,8 +119,12 @@ def select_and_write(
             f"the classes changed since the plan ({plan.classes} -> {data.classes}): "
             "run the cycle again"
         )
-    choice = planned_choice(ws, cycle_id, plan, data, learning)
-    save_embeddings(ws, cycle_id, choice, data)
+    # A bootstrap selects nothing: the pool's vectors go from the store to the artifact
+    # shard by shard, never all in memory.
+    choice = planned_choice(ws, cycle_id, plan, data, learning, with_pool=not plan.bootstrap)
+    store = EmbeddingStore(ws.settings.storage_root)
+    streamed = store.rows(plan.fingerprint, data.pool_ids) if plan.bootstrap else None
+    save_embeddings(ws, cycle_id, choice, data, pool=streamed)
     outcome: SelectionOutcome | None = None
     if plan.bootstrap:
         step(CycleState.SELECTING, 0.25, "no champion yet: bootstrap on human labels + FixMatch")

@@ -152,6 +152,7 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
     from flywheel.cycle.state import start_cycle
     from flywheel.db.models import ReviewReason
     from flywheel.learn.data import CycleData, LabeledSet
+    from flywheel.learn.sample_rows import PoolLabels
     from flywheel.select.outcome import SelectionOutcome
     from flywheel.select.result import Decision, SelectionResult
     from tests.conftest import sample_row
@@ -171,7 +172,13 @@ def test_write_selection_requeues_uncertain_but_keeps_feedback_conflicts(workspa
         )
     empty = LabeledSet([], np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64))
     data = CycleData(
-        ["a", "b"], empty, empty, ids, np.zeros((2, 8, 8), np.uint8), {}, np.full(2, -1)
+        ["a", "b"],
+        empty,
+        empty,
+        ids,
+        np.zeros((2, 8, 8), np.uint8),
+        PoolLabels.of(ids, {}, ["a", "b"]),
+        np.full(2, -1),
     )
     n = len(ids)
     result = SelectionResult(

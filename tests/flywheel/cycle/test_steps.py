@@ -26,6 +26,7 @@ from flywheel.db import Cycle, DatasetVersion, Label, ReviewItem
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.registry import ModelRegistry
+from flywheel.learn.sample_rows import PoolLabels
 from flywheel.select.outcome import SelectionOutcome
 from flywheel.select.result import Decision, SelectionResult
 from flywheel.store.storage import read_bytes
@@ -165,7 +166,13 @@ def _tiny_selection(ws: Workspace, decisions: list[Decision]) -> tuple[CycleData
         s.add_all([sample_row(i, source="t") for i in range(n)])
     empty = LabeledSet([], np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64))
     data = CycleData(
-        ["a", "b"], empty, empty, ids, np.zeros((n, 8, 8), np.uint8), {}, np.full(n, -1)
+        ["a", "b"],
+        empty,
+        empty,
+        ids,
+        np.zeros((n, 8, 8), np.uint8),
+        PoolLabels.of(ids, {}, ["a", "b"]),
+        np.full(n, -1),
     )
     result = SelectionResult(
         decision=np.array(decisions, np.int8),
@@ -210,7 +217,8 @@ def test_write_selection_twice_for_a_cycle_writes_once(workspace) -> None:
 
     # Another cycle is a new selection: the accepted labels are already current ("kept").
     other = start_cycle(workspace, workspace.settings.learning)
-    data.pool_current = {data.pool_ids[0]: ("a", 0.9), data.pool_ids[1]: ("b", 0.9)}
+    current = {data.pool_ids[0]: ("a", 0.9), data.pool_ids[1]: ("b", 0.9)}
+    data.pool_current = PoolLabels.of(data.pool_ids, current, data.classes)
     again = write_selection(workspace, other, data, outcome, summary)
     assert again == {"new": 0, "kept": 2, "retracted": 0, "review": 1}
     assert count(workspace, ReviewItem, ReviewItem.state == "open") == 1  # replaced

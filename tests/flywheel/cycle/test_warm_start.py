@@ -12,6 +12,7 @@ from flywheel.cycle.steps.train import warm_start_model
 from flywheel.learn.backbones import Classifier, build_backbone
 from flywheel.learn.data import CycleData, LabeledSet, ModelInput
 from flywheel.learn.registry import ModelVersion, classes_tag
+from flywheel.learn.sample_rows import PoolLabels
 
 CLASSES = ["a", "b"]
 INPUT = ModelInput(32, 1, "stretch")
@@ -20,7 +21,8 @@ INPUT = ModelInput(32, 1, "stretch")
 def data(spec: ModelInput = INPUT) -> CycleData:
     images = np.zeros((2, spec.size, spec.size), np.uint8)
     labeled = LabeledSet(["x", "y"], images, np.array([0, 1]))
-    return CycleData(CLASSES, labeled, labeled, [], images[:0], {}, np.zeros(0, int), spec)
+    none = PoolLabels.of([], {}, CLASSES)
+    return CycleData(CLASSES, labeled, labeled, [], images[:0], none, np.zeros(0, int), spec)
 
 
 def champion(classes: list[str] = CLASSES, spec: ModelInput = INPUT) -> ModelVersion:

@@ -19,6 +19,7 @@ from flywheel.insights.embedding_map import (
 )
 from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.embeddings import EmbeddingChoice
+from flywheel.learn.sample_rows import PoolLabels
 from flywheel.learn.snapshots import EmbeddingSnapshot, save_embeddings
 from flywheel.workspace import Workspace
 from tests.flywheel.insights.test_label_audit import embedded_digits
@@ -85,7 +86,7 @@ def _big_artifact(ws: Workspace, n_pool: int, dim: int = 64) -> None:
         LabeledSet(ids[100:200], empty, np.zeros(100, np.int64)),
         ids[200:],
         empty,
-        {},
+        PoolLabels.of(ids[200:], {}, ["a", "b"]),
         np.zeros(0, np.int64),
     )
     choice = EmbeddingChoice("ssl", "x", vectors[:100], vectors[200:], vectors[100:200], {})

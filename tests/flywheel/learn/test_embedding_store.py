@@ -92,3 +92,21 @@ def test_bad_shards_are_refused(tmp_path):
         store.put(FP, [], np.zeros((0, 2), dtype=np.float32))
     with pytest.raises(InvalidInputError, match="shard_size"):
         store.ensure(FP, ["s1"], vectors_for, shard_size=0)
+
+
+def test_rows_stream_each_asked_sample_once_shard_by_shard(tmp_path):
+    store = EmbeddingStore(str(tmp_path))
+    store.put(FP, ["s1", "s2", "s3"], vectors_for(["s1", "s2", "s3"]))
+    store.put(FP, ["s3", "s4"], vectors_for(["s3", "s4"]))
+    store.put(FP, ["s5"], vectors_for(["s5"]))
+    wanted = ["s4", "s3", "s1", "s5"]
+    blocks = list(store.rows(FP, wanted))
+    assert len(blocks) <= len(store.shards(FP))
+    ids = [sid for block, _ in blocks for sid in block.to_pylist()]
+    assert sorted(ids) == sorted(wanted)  # s3 is in two shards: streamed once
+    for block, vectors in blocks:
+        np.testing.assert_array_equal(vectors, vectors_for(block.to_pylist()))
+    with pytest.raises(NotFoundError, match=r"1 of 2 samples .* e.g. \[.s9.\]"):
+        list(store.rows(FP, ["s1", "s9"]))
+    with pytest.raises(InvalidInputError, match="distinct"):
+        list(store.rows(FP, ["s1", "s1"]))

@@ -10,6 +10,7 @@ import torch
 from flywheel.config import LearningSettings
 from flywheel.learn.data import CycleData, LabeledSet
 from flywheel.learn.recipe import train_ssl_backbone
+from flywheel.learn.sample_rows import PoolLabels
 
 LEARNING = LearningSettings(ssl_epochs=1, width=4, batch_size=8, augment="digits")
 
@@ -33,7 +34,7 @@ def data_with(
         test=LabeledSet([], images[:0], np.zeros(0, np.int64)),
         pool_ids=pool_ids,
         pool_images=streamed(pool_ids) if streamed else images[pool],
-        pool_current={},
+        pool_current=PoolLabels.of(pool_ids, {}, ["a", "b"]),
         pool_truth=np.full(len(pool), -1),
     )
 
