@@ -137,7 +137,6 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
         cycle_id=cycle_id,
         cache_bytes=learning.pool_cache_mb << 20,
         planned_pool=pool,
-        check_pool=False,
     )
 
 

@@ -189,7 +189,6 @@ def load_cycle_data(
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     planned_pool: np.ndarray | Collection[str] | None = None,
-    check_pool: bool = True,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
@@ -197,9 +196,9 @@ def load_cycle_data(
     arrays; the pool is a ``BlobImages`` whose decoded cache holds at most ``cache_bytes``.
 
     ``planned_pool``: the pool an earlier step of the cycle planned. The pool is then
-    those of its ids still without a human label. The pool is read and checked here only
-    with ``check_pool`` and no ``planned_pool``; otherwise its images are read when used,
-    and a lost one raises ``UnreadableSampleError`` there."""
+    those of its ids still without a human label. No pool image is read here: at a million
+    images one process would read them all. They are read when used, and a lost one raises
+    ``UnreadableSampleError`` there (``stream_pool`` checks a pool in one pass)."""
     rows = scan_samples(db, None if planned_pool is None else id_keys(planned_pool))
     groups, human = rows.groups, rows.human
     _classes(human, groups["test"])  # fail before decoding anything
@@ -211,15 +210,6 @@ def load_cycle_data(
         images[group], bad = load_images(blobs, groups[group], spec)
         failed.update(bad)
     rows.drop(failed)
-    check = check_pool and planned_pool is None
-    if check:
-        pool, bad = stream_pool(blobs, groups["pool"], spec, cache_bytes)
-        failed.update(bad)
-        kept = np.array([sid not in bad for sid in groups["pool"]], dtype=bool)
-        groups["pool"] = pool.ids
-    else:
-        pool = pool_source(blobs, groups["pool"], spec, cache_bytes)
-        kept = None
     quarantine.record(db, failed, cycle_id)
     classes = _classes(human, groups["test"])
     index = {c: i for i, c in enumerate(classes)}
@@ -230,15 +220,12 @@ def load_cycle_data(
         return LabeledSet(ids, images[group], labels)
 
     current, truth = rows.pool_labels(classes)
-    if kept is not None:
-        current = PoolLabels(current.names, current.code[kept], current.confidence[kept])
-        truth = truth[kept]
     return CycleData(
         classes=classes,
         labeled=labeled_set("labeled"),
         test=labeled_set("test"),
         pool_ids=groups["pool"],
-        pool_images=pool,
+        pool_images=pool_source(blobs, groups["pool"], spec, cache_bytes),
         pool_current=current,
         pool_truth=truth,
         input=spec,

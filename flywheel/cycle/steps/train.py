@@ -15,6 +15,7 @@ from torch import nn
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import load_anchor_index, load_selection
 from flywheel.cycle.lost_samples import run_without_lost_samples
+from flywheel.cycle.select_plan import plan_of
 from flywheel.cycle.state import (
     PROFILE,
     Progress,
@@ -28,10 +29,11 @@ from flywheel.cycle.state import (
 )
 from flywheel.datasets.versions import VersionInfo
 from flywheel.db.models import CycleState
-from flywheel.errors import InvalidInputError
+from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.insights.plots import confusion_matrix_png
 from flywheel.learn.backbones import Classifier, build_backbone
 from flywheel.learn.data import CycleData, ModelInput
+from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.gate import GateConfig, GateDecision, decide_promotion
 from flywheel.learn.recipe import (
     channels_of,
@@ -43,7 +45,6 @@ from flywheel.learn.recipe import (
     train_ssl_backbone,
 )
 from flywheel.learn.registry import DATASET_VERSION_TAG, ModelRegistry, ModelVersion, classes_tag
-from flywheel.learn.snapshots import load_embeddings
 from flywheel.learn.ssl.lineage import SSLRun
 from flywheel.learn.training import EvalResult, evaluate
 from flywheel.select.teacher import PoolTeacher, propagation_teacher, teacher_rule
@@ -115,19 +116,20 @@ def pool_teacher(
     teach, reason = teacher_rule(learning.teacher, data.labeled.labels, data.num_classes)
     if not teach or not data.pool_ids:
         return None, {"reason": reason + (" (but there is no pool)" if teach else "")}
-    snapshot = load_embeddings(ws, cycle_id)
-    if snapshot is None:
+    # The store, not the cycle's artifact: its vectors are the same (the plan's embedding),
+    # read in the pool's order with no id made a Python string.
+    plan = plan_of(load_cycle(ws, cycle_id))
+    if plan is None:
         raise InvalidInputError(f"cycle {cycle_id} has no embeddings: run its select step")
-    row = {sid: i for i, sid in enumerate(snapshot.ids.tolist())}
-    missing = [sid for sid in (*data.labeled.ids, *data.pool_ids) if sid not in row]
-    if missing:
-        raise InvalidInputError(
-            f"cycle {cycle_id}'s embeddings lack {len(missing)} of its samples, e.g. {missing[0]}"
-        )
-    vectors = snapshot.vectors
+    store = EmbeddingStore(ws.settings.storage_root)
+    try:
+        labeled = store.get(plan.fingerprint, data.labeled.ids)
+        pool = store.get(plan.fingerprint, data.pool_ids)
+    except NotFoundError as exc:
+        raise InvalidInputError(f"cycle {cycle_id}'s embeddings lack samples: {exc}") from exc
     teacher = propagation_teacher(
-        vectors[[row[sid] for sid in data.labeled.ids]],
-        vectors[[row[sid] for sid in data.pool_ids]],
+        labeled,
+        pool,
         data.labeled.labels,
         data.num_classes,
         learning,
