@@ -17,7 +17,7 @@ from flywheel.datasets.fingerprint import fingerprint
 from flywheel.db import Cycle
 from flywheel.errors import InvalidInputError
 from flywheel.learn.data import ModelInput
-from flywheel.learn.sample_rows import id_keys
+from flywheel.store.id_index import IdIndex
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -102,11 +102,11 @@ def planned_pool_ids(ws: Workspace, cycle_id: int, plan: SelectPlan) -> list[str
     return [sid for shard in range(plan.shards) for sid in read_shard_ids(ws, cycle_id, shard)]
 
 
-def planned_pool_keys(ws: Workspace, cycle_id: int, plan: SelectPlan) -> np.ndarray:
-    """The plan's pool as sorted bytes (``flywheel.learn.sample_rows.id_keys``), read a
-    shard at a time: a million ids never become Python strings at once."""
+def planned_pool_index(ws: Workspace, cycle_id: int, plan: SelectPlan) -> IdIndex:
+    """The plan's pool, to look ids up in, read a shard at a time: a million ids never
+    become Python strings at once."""
     parts = []
     for shard in range(plan.shards):
         fs, path = ws.cycle_file(cycle_id, _shard_file(shard))
         parts.append(np.array(read_bytes(fs, path).split(b"\n"), dtype=np.bytes_))
-    return id_keys(np.concatenate(parts) if parts else np.zeros(0, dtype="S1"))
+    return IdIndex(np.concatenate(parts) if parts else np.zeros(0, dtype="S1"))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flywheel.config import LearningSettings
-from flywheel.cycle.select_plan import plan_of, planned_pool_keys
+from flywheel.cycle.select_plan import plan_of, planned_pool_index
 from flywheel.db import Cycle
 from flywheel.db.models import CycleState, CycleTrigger
 from flywheel.errors import NotFoundError
@@ -127,7 +127,7 @@ def load_data(ws: Workspace, cycle_id: int, learning: LearningSettings) -> Cycle
     if recorded is None and plan is not None:
         recorded = plan.spec
     size = recorded.size if recorded is not None else learning.image_size
-    pool = planned_pool_keys(ws, cycle_id, plan) if plan is not None else None
+    pool = planned_pool_index(ws, cycle_id, plan) if plan is not None else None
     return load_cycle_data(
         ws.db,
         ws.blobs,

@@ -24,9 +24,10 @@ from sqlalchemy import select
 from flywheel.db import Database, Sample
 from flywheel.errors import InvalidInputError
 from flywheel.learn.pool_images import DEFAULT_CACHE_BYTES, BlobImages, ImageSource
-from flywheel.learn.sample_rows import PoolLabels, id_keys, scan_samples
+from flywheel.learn.sample_rows import PoolLabels, scan_samples
 from flywheel.store import quarantine
 from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
+from flywheel.store.id_index import IdIndex
 from flywheel.store.images import to_model_input
 
 # The largest derived input size: the usual ImageNet input, for projects of large photos.
@@ -188,7 +189,7 @@ def load_cycle_data(
     resize: str = "stretch",
     cycle_id: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
-    planned_pool: np.ndarray | Collection[str] | None = None,
+    planned_pool: IdIndex | Collection[str] | None = None,
 ) -> CycleData:
     """The cycle's samples, minus quarantined ones, at ``image_size`` (None: derived by
     ``derive_input_size`` from the samples used). Unusable samples found now are
@@ -199,7 +200,9 @@ def load_cycle_data(
     those of its ids still without a human label. No pool image is read here: at a million
     images one process would read them all. They are read when used, and a lost one raises
     ``UnreadableSampleError`` there (``stream_pool`` checks a pool in one pass)."""
-    rows = scan_samples(db, None if planned_pool is None else id_keys(planned_pool))
+    if planned_pool is not None and not isinstance(planned_pool, IdIndex):
+        planned_pool = IdIndex(list(planned_pool))
+    rows = scan_samples(db, planned_pool)
     groups, human = rows.groups, rows.human
     _classes(human, groups["test"])  # fail before decoding anything
     spec = ModelInput(image_size or derive_input_size(rows.dims.elements()), channels, resize)

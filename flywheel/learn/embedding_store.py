@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.store import storage
+from flywheel.store.id_index import IdIndex
 
 STORE_FOLDER = "embeddings"
 SHARD_FORMAT = 1  # bump when the shard layout changes: old shards are then not read
@@ -76,14 +76,14 @@ class EmbeddingStore:
 
     def known_ids(self, fp: str, among: Sequence[str] | None = None) -> set[str]:
         """Every sample id with a vector for ``fp`` (reads the id column only); with
-        ``among``, only those of these ids (matched in Arrow: a pool of a million stored
-        ids does not become a million Python strings to find a few)."""
-        wanted = None if among is None else pa.array(list(among), pa.string())
+        ``among``, only those of these ids (matched by ``IdIndex``: a pool of a million
+        stored ids is not kept as Python strings to find a few)."""
+        wanted = None if among is None else IdIndex(among)
         known: set[str] = set()
         for path in self.shards(fp):
             ids = self._read(path, ["sample_id"]).column(0)
             if wanted is not None:
-                ids = ids.filter(pc.is_in(ids, value_set=wanted))
+                ids = ids.filter(pa.array(wanted.contains(ids)))
             known.update(ids.to_pylist())
         return known
 
@@ -115,28 +115,26 @@ class EmbeddingStore:
         """(ids, vectors) of ``ids``, shard by shard in the store's order, each sample once:
         for readers that stream (the embeddings artifact) and need no pool-sized output.
         Raises NotFoundError, after the last shard, if any of ``ids`` has no vector."""
-        wanted = self._wanted(ids)
+        wanted = IdIndex(ids)
         seen = np.zeros(len(ids), dtype=bool)
         for shard_ids, vectors in self.iter_shards(fp):
-            at = pc.fill_null(pc.index_in(shard_ids, value_set=wanted), -1).to_numpy()
+            at = wanted.find(shard_ids)
             rows = np.flatnonzero(at >= 0)
             rows = rows[~seen[at[rows]]]  # a sample in two shards: its first copy
             rows = rows[np.unique(at[rows], return_index=True)[1]]
             seen[at[rows]] = True
             if len(rows):
                 yield shard_ids.take(pa.array(rows)).combine_chunks(), vectors[rows]
-        self._all_found(fp, ids, seen)
+        self._all_found(fp, ids, seen, wanted)
 
     @staticmethod
-    def _wanted(ids: Sequence[str]) -> pa.Array:
-        wanted = pa.array(list(ids), pa.string())
-        if pc.count_distinct(wanted).as_py() != len(wanted):
-            raise InvalidInputError("ids must be distinct")
-        return wanted
-
-    @staticmethod
-    def _all_found(fp: str, ids: Sequence[str], found: np.ndarray) -> None:
+    def _all_found(fp: str, ids: Sequence[str], found: np.ndarray, index: IdIndex) -> None:
+        """Raise unless every id was found. A repeated id is found once: checked only
+        here, so that a read that succeeds pays nothing for the check."""
         if not found.all():
+            twice = index.duplicates()
+            if twice:
+                raise InvalidInputError(f"ids must be distinct: {twice} repeat")
             missing = [ids[i] for i in np.flatnonzero(~found)[:3]]
             raise NotFoundError(
                 f"{int((~found).sum())} of {len(ids)} samples have no {fp} embedding, "
@@ -148,19 +146,18 @@ class EmbeddingStore:
 
         A sample in two shards (two cycles embedded it before either published) has the
         same vector in both: the model and the bytes fix it, so either copy will do. Ids are
-        matched in Arrow: no pool-sized Python dict, no shard id made a Python string."""
-        wanted = self._wanted(ids)
+        matched by ``IdIndex`` (sorted bytes), not a pool-sized dict or hash table."""
+        wanted = IdIndex(ids)
         out: np.ndarray | None = None
         filled = np.zeros(len(ids), dtype=bool)
         for shard_ids, vectors in self.iter_shards(fp):
             if out is None:
                 out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
-            where = pc.fill_null(pc.index_in(shard_ids, value_set=wanted), -1)
-            dst = where.to_numpy()
+            dst = wanted.find(shard_ids)
             src = np.flatnonzero(dst >= 0)
             out[dst[src]] = vectors[src]
             filled[dst[src]] = True
-        self._all_found(fp, ids, filled)
+        self._all_found(fp, ids, filled, wanted)
         if out is None:
             raise NotFoundError(f"the store holds no {fp} embeddings")
         return out

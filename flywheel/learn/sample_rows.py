@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, is_current
 from flywheel.db.models import Split
 from flywheel.store import quarantine
+from flywheel.store.id_index import IdIndex
 
 SCAN_BATCH = 20_000  # rows fetched from the database at a time
 NO_LABEL = -1
@@ -98,22 +99,6 @@ class SampleRows:
         return PoolLabels(names, labels, confidence), truth
 
 
-def id_keys(ids: Iterable[str] | np.ndarray) -> np.ndarray:
-    """``ids`` as a sorted bytes array, for membership by binary search (``is_in``): a set
-    of a million Python strings costs more than the pool's ids themselves."""
-    keys = ids if isinstance(ids, np.ndarray) else np.array(list(ids), dtype=np.bytes_)
-    return np.sort(keys.astype(np.bytes_, copy=False))
-
-
-def is_in(keys: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-    """bool (len(ids),): which of ``ids`` are among the sorted ``keys``."""
-    if not len(keys) or not len(ids):
-        return np.zeros(len(ids), dtype=bool)
-    wanted = np.array(ids, dtype=np.bytes_)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return keys[at] == wanted
-
-
 def _narrow_query() -> Select:
     current = (
         select(Label.sample_id, Label.label, Label.confidence, Label.source)
@@ -139,11 +124,11 @@ def _narrow_query() -> Select:
     )
 
 
-def scan_samples(db: Database, planned_pool: np.ndarray | None = None) -> SampleRows:
+def scan_samples(db: Database, planned_pool: IdIndex | None = None) -> SampleRows:
     """Every usable sample, grouped: human-labeled outside the test split ("labeled"),
     labeled test samples ("test") and the rest ("pool"), in id order.
 
-    ``planned_pool``: the pool an earlier step planned (``id_keys``); a pool sample outside
+    ``planned_pool``: the pool an earlier step planned; a pool sample outside
     it arrived after the plan and is left to the next cycle."""
     rows = SampleRows()
     with db.session() as s:
@@ -159,7 +144,7 @@ def scan_samples(db: Database, planned_pool: np.ndarray | None = None) -> Sample
                 elif split != Split.TEST:  # an unlabeled test sample is not used
                     pool.append(row)
             if planned_pool is not None:  # arrived after the pool was planned: the next cycle's
-                keep = is_in(planned_pool, [row[0] for row in pool])
+                keep = planned_pool.contains([row[0] for row in pool])
                 pool = [row for row, k in zip(pool, keep, strict=True) if k]
             for sid, _, width, height, label, confidence, _, truth in pool:
                 rows.groups["pool"].append(sid)

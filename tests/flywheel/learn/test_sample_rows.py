@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from flywheel.db import GroundTruth, Label
-from flywheel.learn.sample_rows import PoolLabels, id_keys, is_in, scan_samples
+from flywheel.learn.sample_rows import PoolLabels, scan_samples
 from flywheel.store import quarantine
+from flywheel.store.id_index import IdIndex
 from flywheel.workspace import Workspace
 from tests.conftest import sample_row
 
@@ -69,18 +70,11 @@ def test_the_scan_groups_samples_and_keeps_pool_labels_as_arrays(workspace: Work
 
 def test_a_planned_pool_leaves_out_later_arrivals(workspace: Workspace) -> None:
     populate(workspace)
-    rows = scan_samples(workspace.db, id_keys([sid(9), sid(4), sid(7)]))
+    rows = scan_samples(workspace.db, IdIndex([sid(9), sid(4), sid(7)]))
     assert rows.groups["pool"] == [sid(4), sid(9)]  # 7 is labeled now: not the pool's
     assert rows.groups["labeled"] == [sid(0), sid(1), sid(7)]
     current, truth = rows.pool_labels(["a", "b"])
     assert current.code.tolist() == [0, -1] and truth.tolist() == [1, 0]
-
-
-def test_membership_by_binary_search() -> None:
-    keys = id_keys(["c", "a", "e"])
-    assert keys.tolist() == [b"a", b"c", b"e"]
-    assert is_in(keys, ["a", "b", "e", "f", ""]).tolist() == [True, False, True, False, False]
-    assert is_in(id_keys([]), ["a"]).tolist() == [False]
 
 
 def test_pool_labels_from_a_mapping() -> None:
