@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,8 @@ def measure(
     ``ssl_epochs`` overrides the budget's. ``workdir``: keep the ingested project in
     ``<workdir>/<run>-<n>`` and reuse it next time (ingest is not what is measured; a
     million samples take about 25 minutes to ingest here). A reused project's unfinished
-    cycles are marked failed and a new cycle is measured."""
+    cycles are marked failed, its embedding store is emptied, and a new cycle is
+    measured."""
     import tempfile
     from contextlib import nullcontext
 
@@ -99,6 +101,7 @@ def measure(
     from flywheel.cycle.state import load_cycle, start_cycle
     from flywheel.cycle.steps.consensus import run_consensus_step
     from flywheel.cycle.steps.select import run_select_step
+    from flywheel.learn.embedding_store import STORE_FOLDER
     from flywheel.learn.registry import ModelRegistry
     from flywheel.store.ingest import ingest_candidates
     from flywheel.workspace import open_workspace
@@ -114,6 +117,9 @@ def measure(
         if marker.exists():
             ingest_s = json.loads(marker.read_text())["ingest_s"]
             fail_interrupted_cycles(ws.db)
+            # An earlier run's embeddings would be reused (a cycle embeds only what the
+            # store lacks): every measured run embeds its pool from scratch.
+            shutil.rmtree(Path(settings.storage_root) / STORE_FOLDER, ignore_errors=True)
         else:
             cands = synthetic_candidates(n)
             t0 = time.perf_counter()
