@@ -97,11 +97,6 @@ def read_embedder_file(ws: Workspace, cycle_id: int) -> bytes:
     return read_bytes(fs, path)
 
 
-def planned_pool_ids(ws: Workspace, cycle_id: int, plan: SelectPlan) -> list[str]:
-    """The pool the plan split into shards, in order."""
-    return [sid for shard in range(plan.shards) for sid in read_shard_ids(ws, cycle_id, shard)]
-
-
 def planned_pool_index(ws: Workspace, cycle_id: int, plan: SelectPlan) -> IdIndex:
     """The plan's pool, to look ids up in, read a shard at a time: a million ids never
     become Python strings at once."""

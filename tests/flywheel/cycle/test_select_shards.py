@@ -14,7 +14,7 @@ from flywheel.config import Settings
 from flywheel.cycle.runner import run_cycle
 from flywheel.cycle.select_plan import (
     plan_of,
-    planned_pool_ids,
+    planned_pool_index,
     read_embedder_file,
     read_shard_ids,
 )
@@ -79,7 +79,10 @@ def test_a_shard_is_done_once_and_a_lost_one_is_redone_alone(ws, registry) -> No
     run_consensus_step(ws, c1)
     plan, data = plan_select_step(ws, registry, c1)
     assert data is not None and plan.shards >= 3
-    assert planned_pool_ids(ws, c1, plan) == data.pool_ids
+    shards = [sid for shard in range(plan.shards) for sid in read_shard_ids(ws, c1, shard)]
+    assert shards == data.pool_ids
+    index = planned_pool_index(ws, c1, plan)
+    assert len(index) == len(data.pool_ids) and index.contains(data.pool_ids).all()
     # Asked again, the plan is the recorded one, and nothing is planned anew.
     assert plan_select_step(ws, registry, c1) == (plan, None)
 
