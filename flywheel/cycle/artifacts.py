@@ -18,6 +18,8 @@ from flywheel.errors import NotFoundError
 from flywheel.learn.data import CycleData
 from flywheel.select.outcome import SelectionOutcome
 from flywheel.select.result import Decision
+from flywheel.store.blobs import SHA256_HEX_LEN
+from flywheel.store.id_index import IdIndex
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -25,20 +27,24 @@ from flywheel.workspace import Workspace
 def save_selection(
     ws: Workspace, cycle_id: int, data: CycleData, outcome: SelectionOutcome | None
 ) -> None:
-    """The accepted pseudo-labels (ids, class names, scores) and the anchors' FAISS index."""
-    ids: list[str] = []
-    names: list[str] = []
+    """The accepted pseudo-labels and the anchors' FAISS index. The ids are ASCII bytes
+    and the labels class codes into ``classes``: a million accepted samples as numpy
+    ``str`` ids and names would be 256 bytes and more a sample."""
+    ids = np.zeros(0, dtype=f"S{SHA256_HEX_LEN}")
+    codes = np.zeros(0, dtype=np.int32)
     scores = np.zeros(0, dtype=np.float32)
     if outcome is not None:
         accepted = outcome.result.decision == Decision.ACCEPTED
-        ids = [sid for sid, a in zip(data.pool_ids, accepted, strict=True) if a]
-        names = [data.classes[int(c)] for c in outcome.result.label[accepted]]
+        rows = np.flatnonzero(accepted)
+        ids = np.array([data.pool_ids[i] for i in rows], dtype=f"S{SHA256_HEX_LEN}")
+        codes = outcome.result.label[accepted].astype(np.int32)
         scores = outcome.result.score[accepted].astype(np.float32)
         if outcome.index is not None:
             fs, path = ws.cycle_file(cycle_id, "anchors.faiss")
             write_atomic(fs, path, faiss.serialize_index(outcome.index).tobytes())
     buf = io.BytesIO()
-    np.savez(buf, ids=np.array(ids, dtype=str), labels=np.array(names, dtype=str), scores=scores)
+    classes = np.array(data.classes, dtype=str)
+    np.savez(buf, ids=ids, codes=codes, classes=classes, scores=scores)
     fs, path = ws.cycle_file(cycle_id, "selection.npz")
     # Overwritten, not write-once: a retry after a crash before the labels committed wrote
     # this file for a selection that never counted; the committed one is the last written.
@@ -50,18 +56,20 @@ def load_selection(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``save_selection``'s labels aligned to ``data.pool_ids``: accepted mask, class, score."""
     fs, path = ws.cycle_file(cycle_id, "selection.npz")
-    saved = np.load(io.BytesIO(read_bytes(fs, path)))
-    chosen = {
-        str(sid): (str(name), float(score))
-        for sid, name, score in zip(saved["ids"], saved["labels"], saved["scores"], strict=True)
-    }
+    with np.load(io.BytesIO(read_bytes(fs, path))) as saved:
+        ids, scores = saved["ids"], saved["scores"]
+        if "codes" in saved:
+            codes, names = saved["codes"], [str(c) for c in saved["classes"]]
+        else:  # written before class codes: one class name per accepted sample
+            names_of, codes = np.unique(saved["labels"], return_inverse=True)
+            names = [str(c) for c in names_of]
     index = {c: i for i, c in enumerate(data.classes)}
+    to_class = np.array([index[name] for name in names], dtype=np.int64)
     # A sample labeled by a person since the selection left the pool: it trains as labeled.
-    accepted = np.array([sid in chosen for sid in data.pool_ids], dtype=bool)
-    picked = [chosen[sid] for sid, a in zip(data.pool_ids, accepted, strict=True) if a]
-    labels = np.array([index[name] for name, _ in picked], dtype=np.int64)
-    scores = np.array([score for _, score in picked], dtype=np.float32)
-    return accepted, labels, scores
+    at = IdIndex(ids).find(data.pool_ids)
+    accepted = at >= 0
+    picked = at[accepted]
+    return accepted, to_class[codes[picked]], scores[picked].astype(np.float32)
 
 
 def load_anchor_index(ws: Workspace, cycle_id: int) -> faiss.Index | None:
