@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import insert, select
 
 from flywheel.cycle.state import record_output_in
 from flywheel.db import Cycle, Label, ReviewItem
@@ -15,6 +18,57 @@ from flywheel.select.result import Decision
 from flywheel.workspace import Workspace
 
 PSEUDO_METHOD = "knn+classifier"
+WRITE_BATCH = 5_000  # label rows inserted at a time
+
+
+def _label_rows(
+    data: CycleData, outcome: SelectionOutcome | None, cycle_id: int, counts: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """The label rows to insert, one pool sample at a time; ``counts`` says what they were.
+
+    An accepted sample gets a new ``pseudo`` label unless its current pseudo-label already
+    says the same; a pseudo-labeled sample that is no longer accepted gets a retraction."""
+    if outcome is None:
+        return
+    res = outcome.result
+    for i, sid in enumerate(data.pool_ids):
+        accepted = res.decision[i] == Decision.ACCEPTED
+        current = data.pool_current.at(i)
+        name = data.classes[int(res.label[i])]
+        if accepted and current is not None and current[0] == name:
+            counts["kept"] += 1
+        elif accepted or current is not None:
+            counts["new" if accepted else "retracted"] += 1
+            yield {
+                "sample_id": sid,
+                "label": name if accepted else current[0],  # type: ignore[index]
+                "source": LabelSource.PSEUDO.value,
+                "confidence": float(res.score[i]) if accepted else 0.0,
+                "method": PSEUDO_METHOD,
+                "cycle_id": cycle_id,
+                "evidence": outcome.evidence(i),
+                "retracted": not accepted,
+                "created_at": utcnow(),
+            }
+
+
+def _review_items(
+    data: CycleData, outcome: SelectionOutcome | None, cycle_id: int
+) -> list[ReviewItem]:
+    if outcome is None:
+        return []
+    res = outcome.result
+    return [
+        ReviewItem(
+            sample_id=data.pool_ids[i],
+            cycle_id=cycle_id,
+            reason=ReviewReason.UNCERTAIN.value,
+            proposed_label=data.classes[int(res.label[i])],
+            score=float(res.score[i]),
+            evidence=outcome.evidence(i),
+        )
+        for i in np.flatnonzero(res.decision == Decision.NEEDS_REVIEW)
+    ]
 
 
 def write_selection(
@@ -32,57 +86,8 @@ def write_selection(
     the same transaction: the labels are written exactly once per cycle.
     """
     counts = {"new": 0, "kept": 0, "retracted": 0, "review": 0}
-    labels: list[Label] = []
-    reviews: list[ReviewItem] = []
-    res = outcome.result if outcome is not None else None
-    for i, sid in enumerate(data.pool_ids if outcome is not None else []):
-        assert res is not None and outcome is not None
-        decision = int(res.decision[i])
-        name = data.classes[int(res.label[i])]
-        current = data.pool_current.at(i)
-        evidence = outcome.evidence(i)
-        if decision == Decision.ACCEPTED:
-            if current is not None and current[0] == name:
-                counts["kept"] += 1
-                continue
-            labels.append(
-                Label(
-                    sample_id=sid,
-                    label=name,
-                    source=LabelSource.PSEUDO.value,
-                    confidence=float(res.score[i]),
-                    method=PSEUDO_METHOD,
-                    cycle_id=cycle_id,
-                    evidence=evidence,
-                )
-            )
-            counts["new"] += 1
-        elif current is not None:
-            labels.append(
-                Label(
-                    sample_id=sid,
-                    label=current[0],
-                    source=LabelSource.PSEUDO.value,
-                    confidence=0.0,
-                    method=PSEUDO_METHOD,
-                    cycle_id=cycle_id,
-                    evidence=evidence,
-                    retracted=True,
-                )
-            )
-            counts["retracted"] += 1
-        if decision == Decision.NEEDS_REVIEW:
-            reviews.append(
-                ReviewItem(
-                    sample_id=sid,
-                    cycle_id=cycle_id,
-                    reason=ReviewReason.UNCERTAIN.value,
-                    proposed_label=name,
-                    score=float(res.score[i]),
-                    evidence=evidence,
-                )
-            )
-            counts["review"] += 1
+    reviews = _review_items(data, outcome, cycle_id)  # at most the queue's length
+    counts["review"] = len(reviews)
     with ws.db.session() as s:
         if summary is not None:
             # A second writer (a duplicate delivery racing this one) finds the marker; the
@@ -110,7 +115,12 @@ def write_selection(
         # Queued in the strategy's order (ids ascend): "as queued" lists the most useful first.
         kept.sort(key=lambda r: (r.evidence or {}).get("review", {}).get("rank", 0))
         counts["review"] -= len(reviews) - len(kept)
-        s.add_all(labels + kept)
+        # Labels go in batches of plain rows: a first selection over a million samples
+        # accepts most of them, and as ORM objects with their evidence they would not fit.
+        rows = _label_rows(data, outcome, cycle_id, counts)
+        while batch := list(itertools.islice(rows, WRITE_BATCH)):
+            s.execute(insert(Label), batch)
+        s.add_all(kept)
         if summary is not None:
             record_output_in(s, cycle_id, "selection", {**summary, "labels_written": counts})
     return counts

@@ -224,6 +224,30 @@ def test_write_selection_twice_for_a_cycle_writes_once(workspace) -> None:
     assert count(workspace, ReviewItem, ReviewItem.state == "open") == 1  # replaced
 
 
+def test_labels_are_written_in_batches_with_their_evidence(workspace, monkeypatch) -> None:
+    from flywheel.cycle import label_writer
+
+    monkeypatch.setattr(label_writer, "WRITE_BATCH", 2)  # five rows: three batches
+    decisions = [Decision.ACCEPTED] * 3 + [Decision.REJECTED] * 3
+    data, outcome = _tiny_selection(workspace, decisions)
+    # 0 keeps its label, 1 changes class, 3 and 4 lose theirs, 5 never had one.
+    current = {data.pool_ids[i]: ("a", 0.9) for i in (0, 1, 3, 4)}
+    data.pool_current = PoolLabels.of(data.pool_ids, current, data.classes)
+    cycle_id = start_cycle(workspace, workspace.settings.learning)
+    counts = write_selection(workspace, cycle_id, data, outcome, {"n": 1})
+    assert counts == {"new": 2, "kept": 1, "retracted": 2, "review": 0}
+    rows = sorted(_all(workspace, Label), key=lambda lab: lab.sample_id)
+    assert [(r.sample_id[-1], r.label, r.retracted, r.confidence) for r in rows] == [
+        ("1", "b", False, pytest.approx(0.9)),
+        ("2", "a", False, pytest.approx(0.9)),
+        ("3", "a", True, 0.0),
+        ("4", "a", True, 0.0),
+    ]
+    assert all(r.cycle_id == cycle_id and r.source == "pseudo" for r in rows)
+    assert rows[0].evidence["decision"] == "accepted" and rows[2].evidence["decision"] == "rejected"
+    assert all(r.created_at is not None for r in rows)
+
+
 @pytest.mark.parametrize(
     "decisions", [DECISIONS, DECISIONS[:2]], ids=["with-review", "labels-only"]
 )
