@@ -111,7 +111,7 @@ def select_by_agreement(
         score=conf.astype(np.float32),
         classifier_prob=clf_prob.astype(np.float32),
         knn_share=knn_share.astype(np.float32),
-        neighbor_ids=ids.astype(np.int64),
+        neighbor_ids=ids.astype(np.int32),
         neighbor_sims=sims.astype(np.float32),
         capped=agree & (decision != Decision.ACCEPTED),
         thresholds=thresholds,

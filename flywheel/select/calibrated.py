@@ -232,7 +232,8 @@ def select_pseudo_labels(
 
     # The pool chunk by chunk: per sample only its neighbours, label and shares are kept.
     k = min(cfg.k, m)
-    sims, ids = np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int64)
+    # int32 neighbour rows: kept for every pool sample as evidence, 40 B a sample less
+    sims, ids = np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int32)
     label, score = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32)
     knn_share = np.empty(n, dtype=np.float32)
     for start in range(0, n, POOL_CHUNK):
@@ -409,9 +410,9 @@ def with_review_queue(
     counts["review_disputed"] = sum(r == "disputed" for r in pick.reason)
     accepted = decision == Decision.ACCEPTED
     per_class = np.bincount(result.label[accepted], minlength=len(result.thresholds))
-    rank = np.full(len(decision), -1, dtype=np.int64)
+    rank = np.full(len(decision), -1, dtype=np.int32)
     rank[pick.order] = np.arange(len(pick.order))
-    benefit = np.zeros(len(decision))
+    benefit = np.zeros(len(decision), dtype=np.float32)
     benefit[pick.order] = pick.benefit
     return replace(
         result,

@@ -25,7 +25,7 @@ class SelectionResult:
     score: np.ndarray  # (n,) float32 combined mass of ``label``
     classifier_prob: np.ndarray  # (n,) float32 classifier probability of ``label``
     knn_share: np.ndarray  # (n,) float32 vote (or propagated) share of ``label``
-    neighbor_ids: np.ndarray  # (n, k) int64 rows of the labeled set; -1 = none
+    neighbor_ids: np.ndarray  # (n, k) int32 rows of the labeled set; -1 = none
     neighbor_sims: np.ndarray  # (n, k) float32 cosine similarities, descending
     capped: np.ndarray  # (n,) bool: passed the threshold, dropped by a class cap
     thresholds: np.ndarray  # (C,) float64 accept thresholds (+inf = none)
@@ -34,7 +34,7 @@ class SelectionResult:
     calibration: Calibration
     counts: dict[str, int]  # pool, accepted, needs_review, rejected, capped
     # The review queue's order and why, where a strategy ranks it (select/review_queue.py):
-    # (n,) int64 rank (0 = ask first; -1 = not queued), float64 benefit, reason per sample.
+    # (n,) int32 rank (0 = ask first; -1 = not queued), float32 benefit, reason per sample.
     review_rank: np.ndarray | None = None
     review_benefit: np.ndarray | None = None
     review_reason: dict[int, str] | None = None
