@@ -2,11 +2,13 @@
 
 Pools are sklearn digits under random affine transforms and noise (``synthetic_digits``),
 ingested like real samples (PNG blobs, database rows), 5 seed labels per class and a
-300-image test split. Every size runs one cycle on the embedded default with the same
-fixed learning budget (SSL for one epoch, FixMatch for a fixed number of steps) and a
-decoded-image cache far smaller than the largest pool (``learning.pool_cache_mb``), so
-memory that grew with the pool would show. Each size runs in a fresh process; peak RSS is
-that process's VmHWM after ingest (the cycle's own peak, the ingest's reset away).
+300-image test split. Every size runs ``--cycles`` cycles (2) on the embedded default with
+the same fixed learning budget (SSL for one epoch, FixMatch for a fixed number of steps) and
+a decoded-image cache far smaller than the largest pool (``learning.pool_cache_mb``), so
+memory that grew with the pool would show. A fresh project's first cycle has no champion;
+the next ones do, and score the whole pool with it (the steady state). Each size runs in a
+fresh process; peak RSS is that process's VmHWM, reset before each cycle (the cycle's own
+peak, the ingest's and the earlier cycle's reset away).
 
     .venv/bin/python bench/bench_pool_scale.py --sizes 5000 20000 80000
     .venv/bin/python bench/bench_pool_scale.py --sizes --select-sizes 1000000 10000
@@ -82,10 +84,16 @@ def synthetic_candidates(n: int) -> list[Any]:
 
 
 def measure(
-    n: int, run: str = "cycle", ssl_epochs: int | None = None, workdir: Path | None = None
-) -> dict[str, Any]:
-    """One size in this process: ingest, then ``run``: a whole cycle ("cycle"), or its
-    consensus and select steps only ("select": plan, embed and score every shard, merge).
+    n: int,
+    run: str = "cycle",
+    ssl_epochs: int | None = None,
+    workdir: Path | None = None,
+    cycles: int = 2,
+) -> list[dict[str, Any]]:
+    """One size in this process: ingest, then ``run``: ``cycles`` whole cycles one after
+    another ("cycle"; a fresh project's first has no champion, the next ones do and score
+    the pool with it), or one cycle's consensus and select steps only ("select": plan,
+    embed and score every shard, merge). A row per cycle; the peak is reset between them.
 
     ``ssl_epochs`` overrides the budget's. ``workdir``: keep the ingested project in
     ``<workdir>/<run>-<n>`` and reuse it next time (ingest is not what is measured; a
@@ -129,38 +137,45 @@ def measure(
             del cands  # the candidates hold the generated images: not the cycle's memory
             gc.collect()
         registry = ModelRegistry.from_settings(settings)
-        reset_peak_rss()
-        base_kb = status_kb("VmRSS")
-        t0 = time.perf_counter()
-        if run == "cycle":
-            metrics = run_cycle(ws, registry, learning).metrics
-        else:
-            cycle_id = start_cycle(ws, learning)
-            run_consensus_step(ws, cycle_id)
-            run_select_step(ws, registry, cycle_id)
-            metrics = {**load_cycle(ws, cycle_id).outputs["selection"], "test_accuracy": None}
-        cycle_s = time.perf_counter() - t0
-        peak_kb = status_kb("VmHWM")
+        rows = []
+        for _ in range(cycles if run == "cycle" else 1):
+            champion = registry.champion() is not None
+            reset_peak_rss()
+            base_kb = status_kb("VmRSS")
+            t0 = time.perf_counter()
+            if run == "cycle":
+                metrics = run_cycle(ws, registry, learning).metrics
+            else:
+                cycle_id = start_cycle(ws, learning)
+                run_consensus_step(ws, cycle_id)
+                run_select_step(ws, registry, cycle_id)
+                metrics = {**load_cycle(ws, cycle_id).outputs["selection"], "test_accuracy": None}
+            cycle_s = time.perf_counter() - t0
+            peak_kb = status_kb("VmHWM")
+            pool = metrics["pool"]
+            rows.append(
+                {
+                    "run": run,
+                    "pool": pool,
+                    "champion": champion,  # a cycle with a champion also scores the pool
+                    "ingest_s": None if ingest_s is None else round(ingest_s, 1),
+                    "cycle_s": round(cycle_s, 1),
+                    "s_per_1k": round(1000 * cycle_s / pool, 2),
+                    "peak_rss_mib": round(peak_kb / 1024, 1),
+                    "cycle_growth_mib": round((peak_kb - base_kb) / 1024, 1),
+                    "test_accuracy": metrics["test_accuracy"],
+                    "accepted": metrics["accepted"],
+                }
+            )
         ws.close()
-    pool = metrics["pool"]
-    return {
-        "run": run,
-        "pool": pool,
-        "ingest_s": None if ingest_s is None else round(ingest_s, 1),
-        "cycle_s": round(cycle_s, 1),
-        "s_per_1k": round(1000 * cycle_s / pool, 2),
-        "peak_rss_mib": round(peak_kb / 1024, 1),
-        "cycle_growth_mib": round((peak_kb - base_kb) / 1024, 1),
-        "test_accuracy": metrics["test_accuracy"],
-        "accepted": metrics["accepted"],
-    }
+    return rows
 
 
 def main() -> None:
     if len(sys.argv) > 3 and sys.argv[1] == "child":
-        ssl, work = json.loads(sys.argv[4]) if len(sys.argv) > 4 else (None, None)
-        row = measure(int(sys.argv[2]), sys.argv[3], ssl, Path(work) if work else None)
-        print(json.dumps(row), flush=True)
+        ssl, work, cycles = json.loads(sys.argv[4])
+        rows = measure(int(sys.argv[2]), sys.argv[3], ssl, Path(work) if work else None, cycles)
+        print(json.dumps(rows), flush=True)
         return
     ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="*", default=[5_000, 20_000, 80_000])
@@ -173,34 +188,40 @@ def main() -> None:
     )
     ap.add_argument("--ssl-epochs", type=int, default=None, help="instead of the budget's")
     ap.add_argument("--workdir", type=Path, default=None, help="keep ingested pools here")
+    ap.add_argument("--cycles", type=int, default=2, help="cycles measured at each size")
     add_out(ap, RESULTS / "pool_scale.json")
     args = ap.parse_args()
-    extra = json.dumps([args.ssl_epochs, str(args.workdir.resolve()) if args.workdir else None])
+    work = str(args.workdir.resolve()) if args.workdir else None
+    extra = json.dumps([args.ssl_epochs, work, args.cycles])
     rows: list[dict[str, Any]] = []
     runs = [("cycle", n) for n in args.sizes] + [("select", n) for n in args.select_sizes]
     for run, n in runs:
-        row = run_json(self_command(__file__, "child", str(n), run, extra))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        got = run_json(self_command(__file__, "child", str(n), run, extra))
+        rows.extend(got)
+        print(json.dumps(got), flush=True)
         budget = {**BUDGET, **({} if args.ssl_epochs is None else {"ssl_epochs": args.ssl_epochs})}
         args.out.write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
-    print("| run | pool | s | s / 1k images | peak RSS MiB | growth MiB | test acc |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | champion | pool | s | s / 1k images | peak RSS MiB | growth MiB | test acc |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         acc = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.1f}"
         print(
-            f"| {r['run']} | {r['pool']:,} | {r['cycle_s']} | {r['s_per_1k']} | "
-            f"{r['peak_rss_mib']} | {r['cycle_growth_mib']} | {acc} |"
+            f"| {r['run']} | {'yes' if r['champion'] else 'no'} | {r['pool']:,} | "
+            f"{r['cycle_s']} | {r['s_per_1k']} | {r['peak_rss_mib']} | "
+            f"{r['cycle_growth_mib']} | {acc} |"
         )
     for run in ("cycle", "select"):
-        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["pool"])
-        if len(mine) > 1:
-            first, last = mine[0], mine[-1]
-            print(
-                f"{run}, {last['pool']:,} over {first['pool']:,}: time per image "
-                f"x{last['s_per_1k'] / first['s_per_1k']:.2f}, "
-                f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}"
-            )
+        for champion in (False, True):
+            mine = [r for r in rows if r["run"] == run and r["champion"] == champion]
+            mine = sorted(mine, key=lambda r: r["pool"])
+            if len(mine) > 1 and mine[0]["pool"] < mine[-1]["pool"]:
+                first, last = mine[0], mine[-1]
+                print(
+                    f"{run} ({'with' if champion else 'no'} champion), {last['pool']:,} over "
+                    f"{first['pool']:,}: time per image "
+                    f"x{last['s_per_1k'] / first['s_per_1k']:.2f}, "
+                    f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from flywheel.learn.backbones import (
     build_backbone,
     resolve_device,
 )
+from flywheel.learn.inference import rows_by_batch
 from flywheel.learn.pool_images import ImageSource, torch_view
 from flywheel.learn.ssl.embed import embed
 from flywheel.learn.ssl.loop import optimizer_step
@@ -81,12 +82,7 @@ class TrainedClassifier:
         """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, num_classes), rows sum to 1."""
         dev = resolve_device(device)
         self.model.eval().to(dev)
-        x = torch_view(images)
-        out = [torch.zeros(0, self.num_classes)]
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(dev).float() / 255.0
-            out.append(F.softmax(self.model(xb).float(), dim=1).cpu())
-        return torch.cat(out).numpy().astype(np.float32)
+        return rows_by_batch(lambda xb: F.softmax(self.model(xb).float(), dim=1), images, dev)
 
     def embed(self, images: ImageSource, batch_size: int = 512, device: str = "auto") -> np.ndarray:
         """The classifier backbone's features: float32 (N, D), L2-normalised rows."""
@@ -167,7 +163,7 @@ def train_classifier(
                 config.threshold_momentum,
             )
             if init_model_state is not None:  # a trained model: thresholds from its view
-                thresholds.prime(_predict(model, u, device))
+                thresholds.prime(_predict(model, unlabeled_images, device))
         losses: list[float] = []
         total = steps * config.epochs
         for epoch in range(config.epochs):
@@ -234,14 +230,11 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def _predict(model: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(N, C) eval-mode probabilities of uint8 (N, C, H, W) ``images``, batch by batch."""
+def _predict(model: Classifier, images: ImageSource, device: torch.device) -> torch.Tensor:
+    """(N, C) eval-mode probabilities of uint8 (N, H, W[, C]) ``images``, batch by batch."""
     model.eval()
-    out = [
-        F.softmax(model(images[i : i + 512].to(device).float() / 255.0).float(), dim=1).cpu()
-        for i in range(0, len(images), 512)
-    ]
-    return torch.cat(out)
+    probs = rows_by_batch(lambda xb: F.softmax(model(xb).float(), dim=1), images, device)
+    return torch.from_numpy(probs)
 
 
 def _loader(

@@ -17,7 +17,9 @@ from flywheel.errors import InvalidInputError
 
 # Distances below this are float32 round-off of identical rows: such a sample is covered.
 _SAME = 1e-6
-_CHUNK = 4096  # pool rows per block when comparing with the labeled set
+_CHUNK = 4096  # rows per block when computing norms
+# Pool rows per block when comparing with k covered rows: at most 64k, and k x rows similarities
+_BLOCK, _BLOCK_CELLS = 65_536, 1 << 22
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,36 @@ def review_uncertainty(
     return u
 
 
-def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    out = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    if not (np.isfinite(norms) & (norms > 1e-12)).all():
+def _norms(x: np.ndarray, rows: np.ndarray, name: str) -> np.ndarray:
+    """float32 (len(x),) row norms, read a block at a time (no copy of ``x``); the ``rows``
+    that will be compared must have a finite, non-zero norm."""
+    norms = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), _CHUNK):
+        norms[start : start + _CHUNK] = np.linalg.norm(x[start : start + _CHUNK], axis=1)
+    usable = np.isfinite(norms) & (norms > 1e-12)
+    if not usable[rows].all():
         raise InvalidInputError(f"{name} has zero-norm or non-finite rows")
-    return out / norms
+    norms[~usable] = 1.0  # rows never compared: no division by zero
+    return norms
 
 
 def _distance(sim: np.ndarray) -> np.ndarray:
     """Cosine similarity -> (1 - cos) / 2 in [0, 1]; round-off of identical rows -> 0."""
     d = np.clip((1.0 - sim.astype(np.float64)) / 2.0, 0.0, 1.0)
     return np.where(d < _SAME, 0.0, d)
+
+
+def _lower_distances(
+    d: np.ndarray, pool: np.ndarray, norms: np.ndarray, covered: np.ndarray
+) -> None:
+    """d = min(d, distance to the nearest of the unit rows ``covered`` (k, dim)), in place,
+    the pool read a block at a time: a million rows are never copied whole. A row that is
+    not finite (never a candidate) keeps its d (fmin ignores NaN)."""
+    rows = max(256, min(_BLOCK, _BLOCK_CELLS // max(1, covered.shape[0])))
+    for start in range(0, len(pool), rows):
+        block = slice(start, start + rows)
+        sim = (pool[block] @ covered.T).max(axis=1) / norms[block]
+        np.fmin(d[block], _distance(sim), out=d[block])
 
 
 def rank_for_review(
@@ -116,7 +136,7 @@ def rank_for_review(
     covered); each step picks the candidate with the largest u_i x d_i (lowest index on ties),
     then lowers d by the new pick. Zero benefit (u = 0, or a copy of a covered point) is
     never picked: the queue stops short rather than spend a human on it. Embeddings are
-    (n, d) and (m, d) floating, m may be 0; rows are L2-normalised here.
+    (n, d) and (m, d) floating, m may be 0; similarities are cosines (rows need not be unit).
     """
     cand = _vector(candidates, None, "candidates", "bool")
     n = cand.shape[0]
@@ -135,22 +155,25 @@ def rank_for_review(
     picked: list[int] = []
     gains: list[float] = []
     if max_review > 0 and eligible.size:
-        x = _unit(pool[eligible], "pool_embeddings")
-        d = np.ones(eligible.size)
+        # Distances over the whole pool, in place: the eligible rows as a copy would cost
+        # the pool's vectors again (128 MB at a million 32-d rows). Others gain nothing.
+        norms = _norms(pool, eligible, "pool_embeddings")
+        weight = np.zeros(n)
+        weight[eligible] = u[eligible]
+        d = np.ones(n)
         if lab.shape[0]:
-            lab_unit = _unit(lab, "labeled_embeddings")
-            for start in range(0, x.shape[0], _CHUNK):
-                sim = (x[start : start + _CHUNK] @ lab_unit.T).max(axis=1)
-                d[start : start + _CHUNK] = _distance(sim)
-        gain = u[eligible] * d
+            lab_norms = _norms(lab, np.arange(lab.shape[0]), "labeled_embeddings")
+            _lower_distances(d, pool, norms, (lab / lab_norms[:, None]).astype(pool.dtype))
+        gain = weight * d
         for _ in range(min(max_review, eligible.size)):
             best = int(np.argmax(gain))  # first maximum: lowest pool index on ties
             if gain[best] <= 0:
                 break
             picked.append(best)
             gains.append(float(gain[best]))
-            d = np.minimum(d, _distance(x @ x[best]))  # the pick itself drops to 0
-            gain = u[eligible] * d
-    order = eligible[picked].astype(np.int64)
+            _lower_distances(d, pool, norms, pool[best : best + 1] / norms[best])
+            d[best] = 0.0  # the pick itself is covered, whatever the round-off
+            np.multiply(weight, d, out=gain)
+    order = np.asarray(picked, dtype=np.int64)
     reason = ["disputed" if dis[i] else "near_threshold" for i in order]
     return ReviewPick(order, np.asarray(gains, dtype=np.float64), u[order], reason)

@@ -31,7 +31,11 @@ class IdIndex:
     def __init__(self, ids: Ids) -> None:
         keys = as_keys(ids)
         self._order = np.argsort(keys, kind="stable")
-        self._sorted = keys[self._order]
+        if keys is ids:  # the caller's array: sorted as a copy
+            self._sorted = keys[self._order]
+        else:  # made here: sorted in place, so a million ids are not held twice
+            keys.sort()
+            self._sorted = keys
 
     def __len__(self) -> int:
         return len(self._sorted)

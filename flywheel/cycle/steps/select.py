@@ -53,6 +53,7 @@ from flywheel.learn.data import CycleData
 from flywheel.learn.embedders import PRETRAINED, SSL, embedder_bytes
 from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.embeddings import embed_ids, embedders, judge_embedders
+from flywheel.learn.pool_images import BlobImages
 from flywheel.learn.pretrained import PretrainedStart
 from flywheel.learn.recipe import pretrained_start, start_backbone, train_ssl_backbone
 from flywheel.learn.registry import ModelRegistry
@@ -75,6 +76,8 @@ def run_select_step(
                 start, end = plan.shard_bounds(shard)
                 images = data.pool_images[np.arange(start, end)]
             run_select_shard(ws, registry, cycle_id, shard, images, progress)
+        if data is not None and isinstance(data.pool_images, BlobImages):
+            data.pool_images.drop_cache()  # the merge reads no pool image
         return run_select_merge_step(ws, registry, cycle_id, progress, data)
     return run_select_merge_step(ws, registry, cycle_id, progress)
 

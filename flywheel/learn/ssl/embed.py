@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flywheel.learn.backbones import resolve_device
-from flywheel.learn.pool_images import ImageSource, torch_view
+from flywheel.learn.inference import rows_by_batch
+from flywheel.learn.pool_images import ImageSource
 
 
 @torch.no_grad()
@@ -25,14 +26,12 @@ def embed(
     dev = resolve_device(device)
     was_training = backbone.training
     backbone.eval().to(dev)
-    x = torch_view(images)
-    out = []
+
+    def features(xb: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            return F.normalize(backbone(xb).float(), dim=1)
+
     try:
-        # range(0, max(len, 1)): an empty input still yields a (0, D) array.
-        for i in range(0, max(len(x), 1), batch_size):
-            xb = x[i : i + batch_size].to(dev).float() / 255.0
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-                out.append(F.normalize(backbone(xb).float(), dim=1).cpu())
+        return rows_by_batch(features, images, dev, batch_size)
     finally:
         backbone.train(was_training)
-    return torch.cat(out).numpy().astype(np.float32)

@@ -11,6 +11,7 @@ from flywheel.errors import NotFoundError
 from flywheel.learn.backbones import images_to_tensor
 from flywheel.learn.data import ModelInput, stream_pool
 from flywheel.learn.pool_images import (
+    CACHE_ENTRY_BYTES,
     BlobImages,
     UnreadableSampleError,
     source_fingerprint,
@@ -81,20 +82,21 @@ def test_torch_view_gives_what_images_to_tensor_gives(pool):
 
 def test_the_cache_stays_within_its_budget_and_reads_again_after(pool, monkeypatch):
     blobs, ids, pixels = pool
-    images = lazy(blobs, ids, cache_bytes=3 * 64)  # three 8x8 images
+    entry = 64 + CACHE_ENTRY_BYTES  # an 8x8 image and its bookkeeping
+    images = lazy(blobs, ids, cache_bytes=3 * entry)  # three images
     reads: list[int] = []
     original = blobs.get_many
     monkeypatch.setattr(blobs, "get_many", lambda shas: reads.append(len(shas)) or original(shas))
     np.testing.assert_array_equal(images[0:12], pixels)
     assert reads == [12]  # one batched read
-    assert images._cached == 3 * 64 and list(images._cache) == ids[-3:]  # LRU kept the last
+    assert images._cached == 3 * entry and list(images._cache) == ids[-3:]  # LRU kept the last
     images[11]
     assert reads == [12]  # a hit
     images[0]
     assert reads == [12, 1]  # evicted, read again
     subset = images[np.array([0, 1])]
     subset[0:2]
-    assert images._cached <= 3 * 64  # a subset spends its pool's budget
+    assert images._cached <= 3 * entry  # a subset spends its pool's budget
 
 
 def test_pickled_for_a_worker_it_reopens_the_store_without_the_cache(pool):
@@ -129,7 +131,7 @@ def test_stream_pool_keeps_the_good_ids_in_order_and_names_the_bad(pool):
     assert images.ids == [ids[0], ids[1], ids[2]]
     assert failed["0" * 64] == "blob missing from the store"
     assert failed[broken].startswith("undecodable image")
-    assert images._cached == 3 * 64  # validated once, decoded into the cache
+    assert images._cached == 3 * (64 + CACHE_ENTRY_BYTES)  # validated once, into the cache
     np.testing.assert_array_equal(images[0:3], pixels[:3])
 
 
@@ -186,4 +188,13 @@ def test_remembering_an_image_twice_counts_it_once(pool):
     images = lazy(blobs, ids)
     images.remember(ids[0], pixels[0])
     images[np.array([0, 1])].remember(ids[0], pixels[0])  # through a subset: the pool's cache
-    assert images._cached == 64 and list(images._cache) == [ids[0]]
+    assert images._cached == 64 + CACHE_ENTRY_BYTES and list(images._cache) == [ids[0]]
+
+
+def test_dropping_the_cache_frees_it_and_reads_again(pool):
+    blobs, ids, pixels = pool
+    images = lazy(blobs, ids)
+    images[0:4]
+    images[np.array([0, 1])].drop_cache()  # through a subset: the pool's cache
+    assert images._cached == 0 and not images._cache
+    np.testing.assert_array_equal(images[2], pixels[2])
