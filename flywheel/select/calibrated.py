@@ -361,14 +361,16 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     result = select_pseudo_labels(
         choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg
     )
+    del pool_probs  # pool-sized: freed before the champion's opinion is read
     champion_probs = inputs.champion_probs()
-    rows = np.arange(len(result.label))
     if champion_probs is not None:
-        disputed = champion_probs.argmax(1) != result.label
-        other = champion_probs[rows, champion_probs.argmax(1)]
+        named = champion_probs.argmax(1)
+        disputed = named != result.label
+        other = np.take_along_axis(champion_probs, named[:, None], axis=1)[:, 0]
+        del champion_probs, named  # pool-sized: only the dispute and its score are kept
         how += "; champion agreement required"
     else:
-        disputed, other = np.zeros(len(rows), dtype=bool), None
+        disputed, other = np.zeros(len(result.label), dtype=bool), None
     result = with_review_queue(result, disputed, other, choice, cfg.review_band, learning)
     # The index the neighbours were found in, kept with the cycle's run as its anchors.
     anchors = build_index(choice.labeled, learning.index_kind)
