@@ -11,6 +11,7 @@ import numpy as np
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import save_selection
 from flywheel.cycle.label_writer import write_selection
+from flywheel.cycle.memory import release_freed_memory
 from flywheel.cycle.select_plan import SelectPlan, plan_of, read_embedder_file
 from flywheel.cycle.state import (
     Progress,
@@ -49,6 +50,7 @@ def run_select_merge_step(
         return cycle.dataset_version_out
     step = reporter(ws, cycle_id, progress)
     if "selection" not in (cycle.outputs or {}):
+        release_freed_memory()  # the shards' freed batches: not the merge's to keep
         plan = plan_of(cycle)
         if plan is None:
             raise InvalidInputError(f"cycle {cycle_id} has no select plan: plan it first")

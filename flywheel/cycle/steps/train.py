@@ -15,6 +15,7 @@ from torch import nn
 from flywheel.config import LearningSettings
 from flywheel.cycle.artifacts import load_anchor_index, load_selection
 from flywheel.cycle.lost_samples import run_without_lost_samples
+from flywheel.cycle.memory import release_freed_memory
 from flywheel.cycle.select_plan import plan_of
 from flywheel.cycle.state import (
     PROFILE,
@@ -169,6 +170,7 @@ def run_train_step(
     """Train, evaluate and gate a model on the cycle's dataset version; register it. A pool
     image lost while it trains is quarantined, and the step runs again without it."""
     learning = cycle_learning(load_cycle(ws, cycle_id))
+    release_freed_memory()  # what the select step freed: not the training's to keep
     return run_without_lost_samples(
         ws, cycle_id, learning, lambda: train_step(ws, registry, cycle_id, progress)
     )
