@@ -191,3 +191,13 @@ def test_rank_rejects_bad_shapes(change, match):
     }
     with pytest.raises(InvalidInputError, match=match):
         rank_for_review(**(args | change))
+
+
+def test_a_pool_row_never_compared_may_be_zero_or_not_finite():
+    # Rows 1 and 2 are no candidates: their vectors are never used, so they cannot fail
+    # the ranking (it reads the pool in place, every row, instead of copying candidates).
+    emb = np.array([[1, 0], [0, 0], [np.nan, 1], [0, 1]], dtype=np.float32)
+    pick = _rank([0.9, 0.0, 0.8, 0.5], emb, candidates=np.array([True, False, False, True]))
+    assert pick.order.tolist() == [0, 3]
+    # benefit = u x distance to the covered: 0.9 x 1, then 0.5 x (1 - cos 90°) / 2
+    np.testing.assert_allclose(pick.benefit, [0.9, 0.25])
