@@ -82,7 +82,8 @@ class TrainedClassifier:
         """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, num_classes), rows sum to 1."""
         dev = resolve_device(device)
         self.model.eval().to(dev)
-        return rows_by_batch(lambda xb: F.softmax(self.model(xb).float(), dim=1), images, dev)
+        model = self.model
+        return rows_by_batch(lambda xb: F.softmax(model(xb).float(), dim=1), images, dev, batch_size)
 
     def embed(self, images: ImageSource, batch_size: int = 512, device: str = "auto") -> np.ndarray:
         """The classifier backbone's features: float32 (N, D), L2-normalised rows."""
