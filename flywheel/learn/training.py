@@ -83,7 +83,11 @@ class TrainedClassifier:
         dev = resolve_device(device)
         self.model.eval().to(dev)
         model = self.model
-        return rows_by_batch(lambda xb: F.softmax(model(xb).float(), dim=1), images, dev, batch_size)
+
+        def probs(xb: torch.Tensor) -> torch.Tensor:
+            return F.softmax(model(xb).float(), dim=1)
+
+        return rows_by_batch(probs, images, dev, batch_size)
 
     def embed(self, images: ImageSource, batch_size: int = 512, device: str = "auto") -> np.ndarray:
         """The classifier backbone's features: float32 (N, D), L2-normalised rows."""
