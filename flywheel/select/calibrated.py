@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import faiss
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -27,6 +28,7 @@ from flywheel.config import LearningSettings
 from flywheel.errors import InvalidInputError
 from flywheel.learn.embeddings import EmbeddingChoice
 from flywheel.learn.index import IndexKind, build_index, check_embeddings, search
+from flywheel.learn.sample_rows import NO_LABEL
 from flywheel.select.calibration import Calibration, _check_labels, calibrate_thresholds
 from flywheel.select.outcome import (
     POOL_CHUNK,
@@ -176,8 +178,11 @@ def select_pseudo_labels(
     calib_labels: np.ndarray | None,
     num_classes: int,
     config: SelectionConfig | None = None,
+    keep_neighbours: bool = True,
 ) -> SelectionResult:
     """Decide accept / review / reject, with a label and evidence, for every pool sample.
+    ``keep_neighbours=False``: the labeled neighbours are used for the votes, not kept (the
+    caller adds them for the rows it writes: :func:`with_neighbours`).
 
     ``pool_embeddings`` (n, d) and ``labeled_embeddings`` (m, d) floating (normalised here);
     ``pool_probs`` (n, C) classifier probabilities; ``labeled_labels`` (m,) int.
@@ -230,17 +235,20 @@ def select_pseudo_labels(
         pool_vote = None
         calib_vote = knn_vote(c_sims, c_ids, labeled_labels, c, cfg.similarity_power)
 
-    # The pool chunk by chunk: per sample only its neighbours, label and shares are kept.
+    # The pool chunk by chunk: per sample only its label and shares are kept, and its
+    # neighbours when asked (int32 rows: 40 B a sample less).
     k = min(cfg.k, m)
-    # int32 neighbour rows: kept for every pool sample as evidence, 40 B a sample less
-    sims, ids = np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int32)
+    kept = n if keep_neighbours else 0
+    sims, ids = np.empty((kept, k), dtype=np.float32), np.empty((kept, k), dtype=np.int32)
     label, score = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32)
     knn_share = np.empty(n, dtype=np.float32)
     for start in range(0, n, POOL_CHUNK):
         rows = slice(start, min(start + POOL_CHUNK, n))
-        sims[rows], ids[rows] = search(index, pool_embeddings[rows], cfg.k)
+        chunk_sims, chunk_ids = search(index, pool_embeddings[rows], cfg.k)
+        if keep_neighbours:
+            sims[rows], ids[rows] = chunk_sims, chunk_ids
         if pool_vote is None:
-            vote = knn_vote(sims[rows], ids[rows], labeled_labels, c, cfg.similarity_power)
+            vote = knn_vote(chunk_sims, chunk_ids, labeled_labels, c, cfg.similarity_power)
         else:
             vote = pool_vote[rows]
         combined = combine(pool_probs[rows], vote, cfg.classifier_weight, cfg.combination)
@@ -298,7 +306,25 @@ def select_pseudo_labels(
         accepted_per_class=np.bincount(label[accepted], minlength=c).astype(np.int64),
         calibration=calibration,
         counts=counts,
+        neighbor_rows=None if keep_neighbours else np.zeros(0, dtype=np.int64),
     )
+
+
+def with_neighbours(
+    result: SelectionResult, rows: np.ndarray, index: faiss.Index, pool: np.ndarray, k: int
+) -> SelectionResult:
+    """``result`` with the ``k`` labeled neighbours (in ``index``) of the pool ``rows``
+    (sorted positions) as its evidence: a million pool samples' neighbours are not kept
+    when only the rows written as labels or review items show them."""
+    width = min(k, index.ntotal)
+    sims = np.empty((len(rows), width), dtype=np.float32)
+    ids = np.empty((len(rows), width), dtype=np.int32)
+    for start in range(0, len(rows), POOL_CHUNK):
+        part = rows[start : start + POOL_CHUNK]
+        sims[start : start + len(part)], ids[start : start + len(part)] = search(
+            index, pool[part], k
+        )
+    return replace(result, neighbor_ids=ids, neighbor_sims=sims, neighbor_rows=rows)
 
 
 # The models whose pool probabilities ``select`` asks for (flywheel.select.strategies).
@@ -359,7 +385,16 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     if len(pseudo_y):
         how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
     result = select_pseudo_labels(
-        choice.pool, pool_probs, choice.labeled, labels, None, calib, None, data.num_classes, cfg
+        choice.pool,
+        pool_probs,
+        choice.labeled,
+        labels,
+        None,
+        calib,
+        None,
+        data.num_classes,
+        cfg,
+        keep_neighbours=False,
     )
     del pool_probs  # pool-sized: freed before the champion's opinion is read
     champion_probs = inputs.champion_probs()
@@ -373,7 +408,10 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
         disputed, other = np.zeros(len(result.label), dtype=bool), None
     result = with_review_queue(result, disputed, other, choice, cfg.review_band, learning)
     # The index the neighbours were found in, kept with the cycle's run as its anchors.
-    anchors = build_index(choice.labeled, learning.index_kind)
+    anchors = build_index(choice.labeled, cfg.index_kind, **cfg.index_options)
+    # Evidence for the rows the cycle writes: labels, retractions and review items.
+    written = (result.decision != Decision.REJECTED) | (data.pool_current.code != NO_LABEL)
+    result = with_neighbours(result, np.flatnonzero(written), anchors, choice.pool, cfg.k)
     return SelectionOutcome(result, data.labeled.ids, choice.name, how, anchors)
 
 

@@ -38,7 +38,7 @@ class SelectionOutcome:
         r = self.result
         neighbours = [
             [self.reference_ids[j], round(float(s), 4)]
-            for j, s in zip(r.neighbor_ids[i], r.neighbor_sims[i], strict=True)
+            for j, s in zip(*r.neighbours_of(i), strict=True)
             if j >= 0
         ]
         review = {}

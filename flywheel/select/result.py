@@ -25,8 +25,10 @@ class SelectionResult:
     score: np.ndarray  # (n,) float32 combined mass of ``label``
     classifier_prob: np.ndarray  # (n,) float32 classifier probability of ``label``
     knn_share: np.ndarray  # (n,) float32 vote (or propagated) share of ``label``
-    neighbor_ids: np.ndarray  # (n, k) int32 rows of the labeled set; -1 = none
-    neighbor_sims: np.ndarray  # (n, k) float32 cosine similarities, descending
+    # (n, k), or (r, k) for the rows in ``neighbor_rows``: the labeled set's rows (-1 = none)
+    # and their cosine similarities, descending.
+    neighbor_ids: np.ndarray  # int32
+    neighbor_sims: np.ndarray  # float32
     capped: np.ndarray  # (n,) bool: passed the threshold, dropped by a class cap
     thresholds: np.ndarray  # (C,) float64 accept thresholds (+inf = none)
     review_thresholds: np.ndarray  # (C,) float64 lower edge of the review band
@@ -38,3 +40,15 @@ class SelectionResult:
     review_rank: np.ndarray | None = None
     review_benefit: np.ndarray | None = None
     review_reason: dict[int, str] | None = None
+    # (r,) sorted pool positions whose neighbours the arrays above hold; None: every sample.
+    # Only the rows a cycle writes show their neighbours, so a strategy may keep just those.
+    neighbor_rows: np.ndarray | None = None
+
+    def neighbours_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, sims) of pool sample ``i``'s labeled neighbours; empty where not kept."""
+        at = i
+        if self.neighbor_rows is not None:
+            at = int(np.searchsorted(self.neighbor_rows, i))
+            if at >= len(self.neighbor_rows) or self.neighbor_rows[at] != i:
+                return self.neighbor_ids[:0], self.neighbor_sims[:0]
+        return self.neighbor_ids[at], self.neighbor_sims[at]

@@ -70,6 +70,9 @@ def test_two_cycles_end_to_end(tiny_settings: Settings) -> None:
     # Every pseudo-label carries its evidence and the cycle that made it.
     assert all(p.cycle_id in (1, 2) and "neighbors" in p.evidence for p in pseudo)
     assert all(r.evidence["decision"] == "needs_review" for r in reviews)
+    # The rows written show their labeled neighbours (found again for them alone).
+    assert all(p.evidence["neighbors"] for p in pseudo if not p.retracted)
+    assert reviews and all(r.evidence["neighbors"] for r in reviews)
     # Each cycle's review items are queued in the order of expected benefit.
     for cycle_id in (1, 2):
         ranks = [r.evidence["review"]["rank"] for r in reviews if r.cycle_id == cycle_id]

@@ -53,6 +53,27 @@ def test_planted_example_decisions_and_evidence():
     assert r.accepted_per_class.tolist() == [1, 0, 0]
 
 
+def test_neighbours_kept_for_the_written_rows_only_are_the_same():
+    """A million pool samples' neighbours are not kept: the strategy finds them again for
+    the rows it writes, and they are those the whole pool's search found."""
+    from flywheel.learn.index import build_index
+    from flywheel.select.calibrated import with_neighbours
+
+    pool, pool_probs, labeled, labels, *rest = _planted()
+    config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
+    args = (pool, pool_probs, labeled, labels, *rest)
+    whole = select_pseudo_labels(*args, num_classes=3, config=config)
+    lean = select_pseudo_labels(*args, num_classes=3, config=config, keep_neighbours=False)
+    assert lean.neighbor_ids.shape == (0, 2)
+    np.testing.assert_array_equal(lean.decision, whole.decision)
+    lean = with_neighbours(lean, np.array([0, 1]), build_index(labeled, "flat"), pool, 2)
+    for i in (0, 1):
+        ids, sims = lean.neighbours_of(i)
+        np.testing.assert_array_equal(ids, whole.neighbor_ids[i])
+        np.testing.assert_allclose(sims, whole.neighbor_sims[i], atol=1e-6)
+    assert len(lean.neighbours_of(2)[0]) == 0  # rejected, never written: none kept
+
+
 def test_the_pool_in_chunks_decides_as_in_one(monkeypatch):
     """The pool is voted and combined chunk by chunk (memory); rows are independent, so a
     chunk of one row gives the same result, field by field, as the whole pool at once."""
