@@ -4,9 +4,9 @@ glibc's malloc keeps what a phase freed (the shards' decoded batches, the select
 temporaries) in its heaps, and Arrow's allocator keeps its pages too: the next phase then
 starts from the last one's high-water mark, and a worker's resident size only ever grows.
 ``malloc_trim`` returns the free pages; long-running Python workers do the same (Dask's
-workers call it for this reason). At a million samples it took about 20 MiB off a cycle's
-peak, and a probe at 100k saw one step give back 460 MiB (BENCHMARKS §28). Elsewhere
-(macOS, musl) it is a no-op.
+workers call it for this reason). A probe at 100k saw one step give back 460 MiB; at a
+million samples a cycle's peak was ~20 MiB lower (BENCHMARKS §28). Elsewhere (macOS,
+musl) it is a no-op.
 """
 
 from __future__ import annotations
