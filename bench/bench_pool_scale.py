@@ -8,7 +8,10 @@ a decoded-image cache far smaller than the largest pool (``learning.pool_cache_m
 memory that grew with the pool would show. A fresh project's first cycle has no champion;
 the next ones do, and score the whole pool with it (the steady state). Each size runs in a
 fresh process; peak RSS is that process's VmHWM, reset before each cycle (the cycle's own
-peak, the ingest's and the earlier cycle's reset away).
+peak, the ingest's and the earlier cycle's reset away). Each row also has the anonymous
+memory's peak (RssAnon, sampled every 50 ms; VmRSS also counts shared-library pages that
+come and go with the page cache) and each step's peaks with the function they were reached
+in.
 
     .venv/bin/python bench/bench_pool_scale.py --sizes 5000 20000 80000
     .venv/bin/python bench/bench_pool_scale.py --sizes --select-sizes 1000000 10000
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from harness.cli import RESULTS, add_out, parser, run_json, self_command
-from harness.resources import reset_peak_rss, status_kb
+from harness.resources import StepMemoryTrace, reset_peak_rss, status_kb
 
 BUDGET = {
     "ssl_epochs": 1,
@@ -141,17 +144,20 @@ def measure(
         for _ in range(cycles if run == "cycle" else 1):
             champion = registry.champion() is not None
             reset_peak_rss()
-            base_kb = status_kb("VmRSS")
+            base_kb, base_anon_kb = status_kb("VmRSS"), status_kb("RssAnon")
             t0 = time.perf_counter()
-            if run == "cycle":
-                metrics = run_cycle(ws, registry, learning).metrics
-            else:
-                cycle_id = start_cycle(ws, learning)
-                run_consensus_step(ws, cycle_id)
-                run_select_step(ws, registry, cycle_id)
-                metrics = {**load_cycle(ws, cycle_id).outputs["selection"], "test_accuracy": None}
+            with StepMemoryTrace() as trace:
+                if run == "cycle":
+                    metrics = run_cycle(ws, registry, learning).metrics
+                else:
+                    cycle_id = start_cycle(ws, learning)
+                    run_consensus_step(ws, cycle_id)
+                    run_select_step(ws, registry, cycle_id)
+                    selection = load_cycle(ws, cycle_id).outputs["selection"]
+                    metrics = {**selection, "test_accuracy": None}
             cycle_s = time.perf_counter() - t0
             peak_kb = status_kb("VmHWM")
+            steps = trace.peaks()
             pool = metrics["pool"]
             rows.append(
                 {
@@ -163,6 +169,10 @@ def measure(
                     "s_per_1k": round(1000 * cycle_s / pool, 2),
                     "peak_rss_mib": round(peak_kb / 1024, 1),
                     "cycle_growth_mib": round((peak_kb - base_kb) / 1024, 1),
+                    # sampled every 50 ms: the anonymous memory's peak, and each step's
+                    "peak_anon_mib": max((float(p["anon_mib"]) for p in steps.values()), default=0),
+                    "base_anon_mib": round(base_anon_kb / 1024, 1),
+                    "steps": steps,
                     "test_accuracy": metrics["test_accuracy"],
                     "accepted": metrics["accepted"],
                 }

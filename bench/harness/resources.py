@@ -100,3 +100,57 @@ def status_kb(field: str) -> int:
 def reset_peak_rss() -> None:
     """Reset this process's VmHWM to its VmRSS, so the next peak is one step's alone."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+class StepMemoryTrace:
+    """Samples this process's VmRSS and RssAnon every ``interval`` s from a thread, with the
+    cycle step (the innermost frame of ``flywheel/cycle/steps``) and the innermost flywheel
+    function the main thread is in. ``peaks()`` gives each step's highest reading and where
+    it was: the figures that say which step grows with a pool's size, not only that one does.
+
+    RssAnon is the heap and the arrays; VmRSS adds the shared libraries' resident pages,
+    which move with the machine's page cache between otherwise equal runs."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self._peaks: dict[str, dict[str, float | str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory trace", daemon=True)
+        self._main = threading.main_thread().ident
+
+    def __enter__(self) -> StepMemoryTrace:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _where(self) -> tuple[str, str]:
+        import sys
+
+        frame = sys._current_frames().get(self._main)
+        step, inner = "outside a step", ""
+        while frame is not None:
+            path = frame.f_code.co_filename
+            if "/flywheel/" in path:
+                if not inner:
+                    inner = f"{Path(path).stem}.{frame.f_code.co_name}"
+                if "/flywheel/cycle/steps/" in path and step == "outside a step":
+                    step = Path(path).stem  # the innermost: select_shard, not select
+            frame = frame.f_back
+        return step, inner
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss, anon = status_kb("VmRSS"), status_kb("RssAnon")
+            step, inner = self._where()
+            top = self._peaks.setdefault(step, {"rss_mib": 0.0, "anon_mib": 0.0, "at": ""})
+            top["rss_mib"] = max(float(top["rss_mib"]), round(rss / 1024, 1))
+            if anon / 1024 > float(top["anon_mib"]):
+                top.update(anon_mib=round(anon / 1024, 1), at=inner)
+
+    def peaks(self) -> dict[str, dict[str, float | str]]:
+        """{step: {"rss_mib": its highest VmRSS, "anon_mib": its highest RssAnon, "at": the
+        innermost flywheel function when RssAnon peaked}}."""
+        return {step: dict(p) for step, p in self._peaks.items()}
