@@ -19,7 +19,7 @@ from flywheel.learn.data import CycleData
 from flywheel.select.outcome import SelectionOutcome
 from flywheel.select.result import Decision
 from flywheel.store.blobs import SHA256_HEX_LEN
-from flywheel.store.id_index import IdIndex
+from flywheel.store.id_index import IdIndex, as_keys
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -36,7 +36,7 @@ def save_selection(
     if outcome is not None:
         accepted = outcome.result.decision == Decision.ACCEPTED
         rows = np.flatnonzero(accepted)
-        ids = np.array([data.pool_ids[i] for i in rows], dtype=f"S{SHA256_HEX_LEN}")
+        ids = as_keys(data.pool_ids)[rows].astype(f"S{SHA256_HEX_LEN}", copy=False)
         codes = outcome.result.label[accepted].astype(np.int32)
         scores = outcome.result.score[accepted].astype(np.float32)
         if outcome.index is not None:

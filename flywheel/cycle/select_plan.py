@@ -8,6 +8,7 @@ else: not the pool, not the SSL cache of the node that planned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from flywheel.datasets.fingerprint import fingerprint
 from flywheel.db import Cycle
 from flywheel.errors import InvalidInputError
 from flywheel.learn.data import ModelInput
-from flywheel.store.id_index import IdIndex
+from flywheel.store.id_index import IdIndex, SampleIds
 from flywheel.store.storage import read_bytes, write_atomic
 from flywheel.workspace import Workspace
 
@@ -75,7 +76,7 @@ def _shard_file(shard: int) -> str:
 
 
 def write_plan_files(
-    ws: Workspace, cycle_id: int, plan: SelectPlan, pool_ids: list[str], embedder: bytes
+    ws: Workspace, cycle_id: int, plan: SelectPlan, pool_ids: Sequence[str], embedder: bytes
 ) -> None:
     """The files the plan's shard tasks read. Overwritten by a retried plan, which writes the
     same bytes: the same data and models give the same plan."""
@@ -84,7 +85,7 @@ def write_plan_files(
     for shard in range(plan.shards):
         start, end = plan.shard_bounds(shard)
         fs, path = ws.cycle_file(cycle_id, _shard_file(shard))
-        write_atomic(fs, path, "\n".join(pool_ids[start:end]).encode())
+        write_atomic(fs, path, SampleIds(pool_ids[start:end]).lines())
 
 
 def read_shard_ids(ws: Workspace, cycle_id: int, shard: int) -> list[str]:

@@ -13,7 +13,7 @@ quarantined (``flywheel.store.quarantine``) and left out: no single sample can f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -91,7 +91,7 @@ class CycleData:
     classes: list[str]
     labeled: LabeledSet  # human-made labels outside the test split
     test: LabeledSet  # the frozen evaluation set
-    pool_ids: list[str]  # samples without a human-made label (pseudo-labeled or not)
+    pool_ids: Sequence[str]  # without a human-made label (pseudo-labeled or not): SampleIds
     # A BlobImages, read from the store as used (flywheel.learn.pool_images); an array works.
     pool_images: ImageSource
     pool_current: PoolLabels  # the pool's current pseudo-labels, aligned with pool_ids
@@ -227,8 +227,8 @@ def load_cycle_data(
         classes=classes,
         labeled=labeled_set("labeled"),
         test=labeled_set("test"),
-        pool_ids=groups["pool"],
-        pool_images=pool_source(blobs, groups["pool"], spec, cache_bytes),
+        pool_ids=rows.pool,
+        pool_images=pool_source(blobs, rows.pool, spec, cache_bytes),
         pool_current=current,
         pool_truth=truth,
         input=spec,

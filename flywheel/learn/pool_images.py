@@ -24,6 +24,7 @@ import torch
 from flywheel.datasets.fingerprint import fingerprint
 from flywheel.learn.backbones import images_to_tensor
 from flywheel.store.blobs import READ_BATCH, BlobStore, unusable_reason
+from flywheel.store.id_index import SampleIds
 
 DEFAULT_CACHE_BYTES = 2 << 30
 # What a cached image costs beside its pixels: its array object and its place in the
@@ -54,7 +55,9 @@ class BlobImages:
         decode: Any,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        self.blobs, self.ids, self.decode = blobs, list(ids), decode
+        # A pool's SampleIds are kept as they are (bytes); other sequences become a list.
+        self.ids = ids if isinstance(ids, SampleIds) else list(ids)
+        self.blobs, self.decode = blobs, decode
         self.image_shape = tuple(shape)
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -87,9 +90,10 @@ class BlobImages:
             if len(pos) != len(self.ids):
                 raise IndexError(f"mask of {len(pos)} for {len(self.ids)} images")
             pos = np.flatnonzero(pos)
+        ids = self.ids
         out = BlobImages(
             self.blobs,
-            [self.ids[i] for i in pos.tolist()],
+            ids[pos] if isinstance(ids, SampleIds) else [ids[i] for i in pos.tolist()],
             self.image_shape,
             self.decode,
             self.cache_bytes,

@@ -37,6 +37,7 @@ from flywheel.learn.ssl.loop import SSL_VERSION, SSLConfig, SSLResult, train_ssl
 from flywheel.learn.thresholds import ThresholdMode
 from flywheel.learn.training import TrainConfig, TrainedClassifier, train_classifier
 from flywheel.store.blobs import BlobStore
+from flywheel.store.id_index import SampleIds
 
 
 def augmentations(learning: LearningSettings) -> tuple[AugmentConfig, AugmentConfig]:
@@ -151,12 +152,12 @@ def train_ssl_backbone(
     if learning.ssl_epochs == 0:
         return None
     cfg = ssl_config(learning, data)
-    ids = data.labeled.ids + data.pool_ids
+    ids = SampleIds(data.labeled.ids) + data.pool_ids
     # Sorted by id, not labeled-then-pool: labels are not used, so a sample that gets a
     # label (feedback, review) must not change the input, or the checkpoint is unusable.
-    order = sorted(range(len(ids)), key=ids.__getitem__)
+    order = np.argsort(ids.keys, kind="stable")  # ASCII: the order of the ids as strings
     # The input size and resize policy are part of the images: a change must not reuse.
-    ids_in_order = "\n".join(ids[i] for i in order)
+    ids_in_order = ids[order].lines().decode()
     setup = [repr(cfg), repr(data.input), pretrained.digest if pretrained is not None else ""]
     lineage = lineage_file(cache_dir, "\n".join(setup))
     images_key = fingerprint("ssl-images", SSL_VERSION, ids_in_order, length=24)

@@ -4,7 +4,7 @@ A pool of a million samples must not become a million ORM objects: a current pse
 row carries its JSON evidence, and a row object per sample costs kilobytes. The query
 returns only the columns a cycle needs (id, split, size, current label, hidden truth), a
 batch at a time. Human-labeled and test samples (few) are kept as Python values; pool
-samples add their id to a list and their labels to typed arrays.
+samples add their id to one bytes array (``SampleIds``) and their labels to typed arrays.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from flywheel.db import Database, GroundTruth, Label, Sample
 from flywheel.db.labels import HUMAN_MADE_SOURCES, is_current
 from flywheel.db.models import Split
 from flywheel.store import quarantine
-from flywheel.store.id_index import IdIndex
+from flywheel.store.id_index import IdIndex, SampleIds, as_keys
 
 SCAN_BATCH = 20_000  # rows fetched from the database at a time
 NO_LABEL = -1
@@ -63,9 +63,8 @@ class SampleRows:
     """What the query found, before any image is read."""
 
     human: dict[str, str] = field(default_factory=dict)  # sample -> its human-made label
-    groups: dict[str, list[str]] = field(
-        default_factory=lambda: {"labeled": [], "test": [], "pool": []}
-    )
+    groups: dict[str, list[str]] = field(default_factory=lambda: {"labeled": [], "test": []})
+    pool: SampleIds = field(default_factory=SampleIds)  # bytes: a million are 64 MB, not 121
     dims: Counter[tuple[int, int]] = field(default_factory=Counter)  # (width, height) counts
     # Pool labels as codes into ``names`` (pseudo-label names and truth share one table).
     names: dict[str, int] = field(default_factory=dict)
@@ -131,6 +130,7 @@ def scan_samples(db: Database, planned_pool: IdIndex | None = None) -> SampleRow
     ``planned_pool``: the pool an earlier step planned; a pool sample outside
     it arrived after the plan and is left to the next cycle."""
     rows = SampleRows()
+    pool_parts = []  # each batch's pool ids as bytes: no million Python strings at the end
     with db.session() as s:
         for batch in s.execute(_narrow_query()).partitions():
             pool = []
@@ -146,10 +146,12 @@ def scan_samples(db: Database, planned_pool: IdIndex | None = None) -> SampleRow
             if planned_pool is not None:  # arrived after the pool was planned: the next cycle's
                 keep = planned_pool.contains([row[0] for row in pool])
                 pool = [row for row, k in zip(pool, keep, strict=True) if k]
-            for sid, _, width, height, label, confidence, _, truth in pool:
-                rows.groups["pool"].append(sid)
+            pool_parts.append(as_keys([row[0] for row in pool]))
+            for _, _, width, height, label, confidence, _, truth in pool:
                 rows.dims[(width, height)] += 1
                 rows.pool_label.append(rows.code(label))
                 rows.pool_confidence.append(0.0 if label is None else float(confidence))
                 rows.pool_truth.append(rows.code(truth))
+    if pool_parts:
+        rows.pool = SampleIds(np.concatenate(pool_parts))
     return rows

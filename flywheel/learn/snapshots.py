@@ -21,6 +21,7 @@ from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn.data import CycleData
 from flywheel.learn.embeddings import EmbeddingChoice
 from flywheel.store.blobs import SHA256_HEX_LEN
+from flywheel.store.id_index import as_keys
 from flywheel.store.storage import read_bytes, write_atomic_stream
 from flywheel.workspace import Workspace
 
@@ -96,9 +97,7 @@ def save_embeddings(
 
 
 def _ascii(ids: Sequence[str] | pa.Array) -> np.ndarray:
-    if isinstance(ids, pa.Array):
-        ids = ids.to_numpy(zero_copy_only=False)
-    return np.array(ids, dtype=f"S{SHA256_HEX_LEN}")
+    return as_keys(ids).astype(f"S{SHA256_HEX_LEN}", copy=False)  # a pool's SampleIds: as is
 
 
 @contextmanager

@@ -1,23 +1,78 @@
-"""Positions of sample ids in a fixed list, found by binary search over their sorted bytes.
+"""Sample ids held as bytes: a list of them, and their positions in it found by binary search.
 
-A pool of a million ids as a Python set or dict costs more than the ids themselves, and an
-Arrow hash lookup is rebuilt for every call and kept by Arrow's allocator. Sorted ASCII
-bytes cost 64 bytes an id (a sha256 hex id), are freed whole, and answer a shard's ids in
-one vectorised search.
+A Python ``str`` of a sha256 hex id costs 113 bytes and its place in a list 8 more; a
+million of them are 121 MB in every step that holds the pool's ids. As one fixed-width
+ASCII bytes array (``SampleIds``) they cost 64 bytes an id and are freed whole. A pool of a
+million ids as a Python set or dict costs more again, and an Arrow hash lookup is rebuilt
+for every call and kept by Arrow's allocator: sorted bytes (``IdIndex``) answer a shard's
+ids in one vectorised search.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
+
+
+class SampleIds(Sequence[str]):
+    """A list of sample ids as one numpy bytes array (``keys``), read as ``str``: an int
+    gives one id, a slice, mask or index array gives a ``SampleIds`` of those."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, ids: Iterable[str] | np.ndarray = ()) -> None:
+        self.keys = as_keys(ids if isinstance(ids, Sequence | np.ndarray) else list(ids))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, key: int) -> str: ...
+    @overload
+    def __getitem__(self, key: slice | np.ndarray | Sequence[int]) -> SampleIds: ...
+    def __getitem__(self, key: Any) -> str | SampleIds:
+        if isinstance(key, int | np.integer):
+            return self.keys[key].decode()
+        return SampleIds(self.keys[key if isinstance(key, slice) else np.asarray(key)])
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.keys:
+            yield key.decode()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SampleIds):
+            return bool(np.array_equal(self.keys, other.keys))
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable in place, like a list
+
+    def __add__(self, other: Sequence[str]) -> SampleIds:
+        return SampleIds(np.concatenate([self.keys, as_keys(other)]))
+
+    def __radd__(self, other: Sequence[str]) -> SampleIds:
+        return SampleIds(np.concatenate([as_keys(other), self.keys]))
+
+    def __repr__(self) -> str:
+        return f"SampleIds({len(self)} ids)"
+
+    def lines(self) -> bytes:
+        """The ids one per line, as bytes, without making a string of each."""
+        return b"\n".join(self.keys.tolist())
+
 
 Ids = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
 
 
 def as_keys(ids: Ids) -> np.ndarray:
-    """``ids`` as a numpy bytes array (ids are ASCII: sha256 hex)."""
+    """``ids`` as a numpy bytes array (ids are ASCII: sha256 hex); a ``SampleIds``' own
+    array, not a copy."""
+    if isinstance(ids, SampleIds):
+        return ids.keys
     if isinstance(ids, pa.Array | pa.ChunkedArray):
         ids = ids.to_numpy(zero_copy_only=False)
     if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
@@ -31,7 +86,7 @@ class IdIndex:
     def __init__(self, ids: Ids) -> None:
         keys = as_keys(ids)
         self._order = np.argsort(keys, kind="stable")
-        if keys is ids:  # the caller's array: sorted as a copy
+        if keys is ids or isinstance(ids, SampleIds):  # the caller's array: sorted as a copy
             self._sorted = keys[self._order]
         else:  # made here: sorted in place, so a million ids are not held twice
             keys.sort()

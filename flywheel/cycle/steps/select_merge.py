@@ -33,6 +33,7 @@ from flywheel.learn.snapshots import save_embeddings
 from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
 from flywheel.select.result import Decision
 from flywheel.select.strategies import SelectionInputs, model_opinions, strategy
+from flywheel.store.id_index import SampleIds, as_keys
 from flywheel.workspace import Workspace
 
 
@@ -79,7 +80,7 @@ def planned_choice(
     pool_ids = data.pool_ids if with_pool else []
     parts = (data.labeled.ids, pool_ids, data.test.ids)
     try:
-        every = store.get(plan.fingerprint, [sid for ids in parts for sid in ids])
+        every = store.get(plan.fingerprint, SampleIds(np.concatenate([as_keys(p) for p in parts])))
         ends = np.cumsum([len(ids) for ids in parts])
         labeled, pool, test = np.split(every, ends[:2])
     except NotFoundError:

@@ -51,11 +51,9 @@ def populate(ws: Workspace) -> None:
 def test_the_scan_groups_samples_and_keeps_pool_labels_as_arrays(workspace: Workspace) -> None:
     populate(workspace)
     rows = scan_samples(workspace.db)
-    assert rows.groups == {
-        "labeled": [sid(0), sid(1), sid(7)],
-        "test": [sid(2)],
-        "pool": [sid(4), sid(5), sid(6), sid(9)],
-    }
+    assert rows.groups == {"labeled": [sid(0), sid(1), sid(7)], "test": [sid(2)]}
+    assert rows.pool == [sid(4), sid(5), sid(6), sid(9)]
+    assert rows.pool.keys.dtype == "S64"  # bytes, not a Python string an id
     assert rows.human == {sid(0): "a", sid(1): "b", sid(2): "a", sid(7): "b"}
     assert rows.dims == {(8, 8): 8}  # the unlabeled test and the quarantined are not used
 
@@ -71,7 +69,7 @@ def test_the_scan_groups_samples_and_keeps_pool_labels_as_arrays(workspace: Work
 def test_a_planned_pool_leaves_out_later_arrivals(workspace: Workspace) -> None:
     populate(workspace)
     rows = scan_samples(workspace.db, IdIndex([sid(9), sid(4), sid(7)]))
-    assert rows.groups["pool"] == [sid(4), sid(9)]  # 7 is labeled now: not the pool's
+    assert rows.pool == [sid(4), sid(9)]  # 7 is labeled now: not the pool's
     assert rows.groups["labeled"] == [sid(0), sid(1), sid(7)]
     current, truth = rows.pool_labels(["a", "b"])
     assert current.code.tolist() == [0, -1] and truth.tolist() == [1, 0]

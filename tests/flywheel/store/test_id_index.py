@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from flywheel.store.id_index import IdIndex
+from flywheel.store.id_index import IdIndex, SampleIds, as_keys
 
 
 def test_ids_are_found_at_their_positions_in_the_list() -> None:
@@ -19,3 +19,23 @@ def test_an_empty_list_or_query_finds_nothing() -> None:
     assert IdIndex(["a"]).find([]).tolist() == []
     assert IdIndex(pa.chunked_array([["b", "a"]])).find(["a"]).tolist() == [1]
     assert IdIndex(["a", "b"]).duplicates() == []
+
+
+def test_sample_ids_read_as_the_list_of_strings_they_hold() -> None:
+    ids = SampleIds(["c", "ab", "e"])
+    assert ids.keys.dtype.kind == "S"
+    assert len(ids) == 3 and ids[0] == "c" and ids[-1] == "e"
+    assert list(ids) == ["c", "ab", "e"] and ids == ["c", "ab", "e"]
+    assert ids[1:] == ["ab", "e"] and isinstance(ids[1:], SampleIds)
+    assert ids[np.array([2, 0])] == ["e", "c"]
+    assert ids[np.array([True, False, True])] == ["c", "e"]
+    assert ["x"] + ids == ["x", "c", "ab", "e"] and ids + ["x"] == ["c", "ab", "e", "x"]
+    assert ids.lines() == b"c\nab\ne"
+    assert SampleIds(iter(["a"])) == ["a"] and SampleIds() == [] and ids != ["c"]
+
+
+def test_an_index_over_sample_ids_leaves_them_in_their_order() -> None:
+    ids = SampleIds(["c", "a", "b"])
+    assert IdIndex(ids).find(["a", "b", "c"]).tolist() == [1, 2, 0]
+    assert ids == ["c", "a", "b"]  # sorted as a copy, not in place
+    assert as_keys(ids) is ids.keys
