@@ -179,10 +179,13 @@ def select_pseudo_labels(
     num_classes: int,
     config: SelectionConfig | None = None,
     keep_neighbours: bool = True,
+    index: faiss.Index | None = None,
 ) -> SelectionResult:
     """Decide accept / review / reject, with a label and evidence, for every pool sample.
     ``keep_neighbours=False``: the labeled neighbours are used for the votes, not kept (the
-    caller adds them for the rows it writes: :func:`with_neighbours`).
+    caller adds them for the rows it writes: :func:`with_neighbours`). ``index``: the
+    caller's ``build_index`` of ``labeled_embeddings`` with ``config``'s kind, built once
+    for both.
 
     ``pool_embeddings`` (n, d) and ``labeled_embeddings`` (m, d) floating (normalised here);
     ``pool_probs`` (n, C) classifier probabilities; ``labeled_labels`` (m,) int.
@@ -216,7 +219,8 @@ def select_pseudo_labels(
         calib_labels = labeled_labels
     calib_probs = _check_probs(calib_probs, len(calib_labels), c, "calib_probs")
 
-    index = build_index(labeled_embeddings, cfg.index_kind, **cfg.index_options)
+    if index is None:
+        index = build_index(labeled_embeddings, cfg.index_kind, **cfg.index_options)
     if calib_embeddings is not None:
         c_sims, c_ids = search(index, calib_embeddings, cfg.k)
     else:  # leave-one-out: a labeled sample must not vote for itself
@@ -384,6 +388,9 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
         how = "no held-out evidence (a class has a single human label): nothing accepted"
     if len(pseudo_y):
         how += f"; classifier also trained on {len(pseudo_y)} earlier pseudo-labels"
+    # The labeled set's index: the votes' neighbours, the written rows' evidence, and the
+    # anchors kept with the cycle's run.
+    anchors = build_index(choice.labeled, cfg.index_kind, **cfg.index_options)
     result = select_pseudo_labels(
         choice.pool,
         pool_probs,
@@ -395,6 +402,7 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
         data.num_classes,
         cfg,
         keep_neighbours=False,
+        index=anchors,
     )
     del pool_probs  # pool-sized: freed before the champion's opinion is read
     champion_probs = inputs.champion_probs()
@@ -407,8 +415,6 @@ def select(inputs: SelectionInputs) -> SelectionOutcome:
     else:
         disputed, other = np.zeros(len(result.label), dtype=bool), None
     result = with_review_queue(result, disputed, other, choice, cfg.review_band, learning)
-    # The index the neighbours were found in, kept with the cycle's run as its anchors.
-    anchors = build_index(choice.labeled, cfg.index_kind, **cfg.index_options)
     # Evidence for the rows the cycle writes: labels, retractions and review items.
     written = (result.decision != Decision.REJECTED) | (data.pool_current.code != NO_LABEL)
     result = with_neighbours(result, np.flatnonzero(written), anchors, choice.pool, cfg.k)

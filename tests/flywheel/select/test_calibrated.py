@@ -63,10 +63,14 @@ def test_neighbours_kept_for_the_written_rows_only_are_the_same():
     config = SelectionConfig(k=2, review_band=0.5, max_class_ratio=None)
     args = (pool, pool_probs, labeled, labels, *rest)
     whole = select_pseudo_labels(*args, num_classes=3, config=config)
-    lean = select_pseudo_labels(*args, num_classes=3, config=config, keep_neighbours=False)
+    anchors = build_index(labeled, "flat")  # the caller's: built once for votes and evidence
+    lean = select_pseudo_labels(
+        *args, num_classes=3, config=config, keep_neighbours=False, index=anchors
+    )
     assert lean.neighbor_ids.shape == (0, 2)
     np.testing.assert_array_equal(lean.decision, whole.decision)
-    lean = with_neighbours(lean, np.array([0, 1]), build_index(labeled, "flat"), pool, 2)
+    np.testing.assert_array_equal(lean.score, whole.score)
+    lean = with_neighbours(lean, np.array([0, 1]), anchors, pool, 2)
     for i in (0, 1):
         ids, sims = lean.neighbours_of(i)
         np.testing.assert_array_equal(ids, whole.neighbor_ids[i])
