@@ -90,16 +90,22 @@ def review_uncertainty(
     return u
 
 
-def _norms(x: np.ndarray, rows: np.ndarray, name: str) -> np.ndarray:
-    """float32 (len(x),) row norms, read a block at a time (no copy of ``x``); the ``rows``
-    that will be compared must have a finite, non-zero norm."""
-    norms = np.empty(len(x), dtype=np.float32)
-    for start in range(0, len(x), _CHUNK):
-        norms[start : start + _CHUNK] = np.linalg.norm(x[start : start + _CHUNK], axis=1)
-    usable = np.isfinite(norms) & (norms > 1e-12)
-    if not usable[rows].all():
+def _rows(x: np.ndarray, rows: np.ndarray | None, part: slice) -> np.ndarray:
+    """``x``'s rows ``rows[part]`` (all of ``x`` when ``rows`` is None): one block gathered,
+    never the candidates' vectors all at once."""
+    return x[part] if rows is None else x[rows[part]]
+
+
+def _norms(x: np.ndarray, rows: np.ndarray | None, name: str) -> np.ndarray:
+    """float32 row norms of ``x``'s ``rows`` (None: all), read a block at a time; each must
+    be finite and non-zero, as every one of them is compared."""
+    count = len(x) if rows is None else len(rows)
+    norms = np.empty(count, dtype=np.float32)
+    for start in range(0, count, _CHUNK):
+        part = slice(start, start + _CHUNK)
+        norms[part] = np.linalg.norm(_rows(x, rows, part), axis=1)
+    if not (np.isfinite(norms) & (norms > 1e-12)).all():
         raise InvalidInputError(f"{name} has zero-norm or non-finite rows")
-    norms[~usable] = 1.0  # rows never compared: no division by zero
     return norms
 
 
@@ -110,16 +116,20 @@ def _distance(sim: np.ndarray) -> np.ndarray:
 
 
 def _lower_distances(
-    d: np.ndarray, pool: np.ndarray, norms: np.ndarray, covered: np.ndarray
+    d: np.ndarray,
+    pool: np.ndarray,
+    rows: np.ndarray | None,
+    norms: np.ndarray,
+    covered: np.ndarray,
 ) -> None:
     """d = min(d, distance to the nearest of the unit rows ``covered`` (k, dim)), in place,
-    the pool read a block at a time: a million rows are never copied whole. A row that is
-    not finite (never a candidate) keeps its d (fmin ignores NaN)."""
-    rows = max(256, min(_BLOCK, _BLOCK_CELLS // max(1, covered.shape[0])))
-    for start in range(0, len(pool), rows):
-        block = slice(start, start + rows)
-        sim = (pool[block] @ covered.T).max(axis=1) / norms[block]
-        np.fmin(d[block], _distance(sim), out=d[block])
+    for the pool's ``rows`` (None: all), read a block at a time: a million rows are never
+    copied whole."""
+    size = max(256, min(_BLOCK, _BLOCK_CELLS // max(1, covered.shape[0])))
+    for start in range(0, len(d), size):
+        block = slice(start, start + size)
+        sim = (_rows(pool, rows, block) @ covered.T).max(axis=1) / norms[block]
+        np.minimum(d[block], _distance(sim), out=d[block])
 
 
 def rank_for_review(
@@ -155,24 +165,27 @@ def rank_for_review(
     picked: list[int] = []
     gains: list[float] = []
     if max_review > 0 and eligible.size:
-        # Distances over the whole pool, in place: the eligible rows as a copy would cost
-        # the pool's vectors again (128 MB at a million 32-d rows). Others gain nothing.
-        norms = _norms(pool, eligible, "pool_embeddings")
-        weight = np.zeros(n)
-        weight[eligible] = u[eligible]
-        d = np.ones(n)
+        # Distances for the eligible rows only (others gain nothing), their vectors read a
+        # block at a time: a copy would cost the pool's vectors again (128 MB at a million
+        # 32-d rows), and pool-sized work arrays 36 B a sample. All eligible: plain slices.
+        rows = None if eligible.size == n else eligible
+        norms = _norms(pool, rows, "pool_embeddings")
+        weight = u[eligible]
+        d = np.ones(eligible.size)
         if lab.shape[0]:
-            lab_norms = _norms(lab, np.arange(lab.shape[0]), "labeled_embeddings")
-            _lower_distances(d, pool, norms, (lab / lab_norms[:, None]).astype(pool.dtype))
+            lab_norms = _norms(lab, None, "labeled_embeddings")
+            covered = (lab / lab_norms[:, None]).astype(pool.dtype)
+            _lower_distances(d, pool, rows, norms, covered)
         gain = weight * d
         for _ in range(min(max_review, eligible.size)):
-            best = int(np.argmax(gain))  # first maximum: lowest pool index on ties
-            if gain[best] <= 0:
+            at = int(np.argmax(gain))  # first maximum: eligible is sorted, lowest pool index
+            if gain[at] <= 0:
                 break
+            best = int(eligible[at])
             picked.append(best)
-            gains.append(float(gain[best]))
-            _lower_distances(d, pool, norms, pool[best : best + 1] / norms[best])
-            d[best] = 0.0  # the pick itself is covered, whatever the round-off
+            gains.append(float(gain[at]))
+            _lower_distances(d, pool, rows, norms, pool[best : best + 1] / norms[at])
+            d[at] = 0.0  # the pick itself is covered, whatever the round-off
             np.multiply(weight, d, out=gain)
     order = np.asarray(picked, dtype=np.int64)
     reason = ["disputed" if dis[i] else "near_threshold" for i in order]
