@@ -194,8 +194,8 @@ def test_rank_rejects_bad_shapes(change, match):
 
 
 def test_a_pool_row_never_compared_may_be_zero_or_not_finite():
-    # Rows 1 and 2 are no candidates: their vectors are never used, so they cannot fail
-    # the ranking (it reads the pool in place, every row, instead of copying candidates).
+    # Rows 1 and 2 are no candidates: their vectors are never read, so they cannot fail
+    # the ranking (it gathers the candidates' rows a block at a time).
     emb = np.array([[1, 0], [0, 0], [np.nan, 1], [0, 1]], dtype=np.float32)
     pick = _rank([0.9, 0.0, 0.8, 0.5], emb, candidates=np.array([True, False, False, True]))
     assert pick.order.tolist() == [0, 3]
