@@ -145,12 +145,15 @@ class StepMemoryTrace:
         while not self._stop.wait(self.interval):
             rss, anon = status_kb("VmRSS"), status_kb("RssAnon")
             step, inner = self._where()
-            top = self._peaks.setdefault(step, {"rss_mib": 0.0, "anon_mib": 0.0, "at": ""})
+            top = self._peaks.setdefault(
+                step, {"rss_mib": 0.0, "anon_mib": 0.0, "at": "", "seconds": 0.0}
+            )
+            top["seconds"] = round(float(top["seconds"]) + self.interval, 2)  # about
             top["rss_mib"] = max(float(top["rss_mib"]), round(rss / 1024, 1))
             if anon / 1024 > float(top["anon_mib"]):
                 top.update(anon_mib=round(anon / 1024, 1), at=inner)
 
     def peaks(self) -> dict[str, dict[str, float | str]]:
         """{step: {"rss_mib": its highest VmRSS, "anon_mib": its highest RssAnon, "at": the
-        innermost flywheel function when RssAnon peaked}}."""
+        innermost flywheel function when RssAnon peaked, "seconds": about how long it ran}}."""
         return {step: dict(p) for step, p in self._peaks.items()}

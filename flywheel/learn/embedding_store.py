@@ -147,17 +147,25 @@ class EmbeddingStore:
         A sample in two shards (two cycles embedded it before either published) has the
         same vector in both: the model and the bytes fix it, so either copy will do. Ids are
         matched by ``IdIndex`` (sorted bytes), not a pool-sized dict or hash table."""
-        wanted = IdIndex(ids)
-        out: np.ndarray | None = None
-        filled = np.zeros(len(ids), dtype=bool)
+        return self.get_parts(fp, [ids])[0]
+
+    def get_parts(self, fp: str, parts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """``get`` for each list of ``parts`` (labeled, pool, test), in one pass over the
+        shards. Each part is matched on its own: joined, a pool's ids would be copied twice
+        more (the join, then its sorted copy), and a pool in id order needs no sorted copy."""
+        wanted = [IdIndex(ids) for ids in parts]
+        filled = [np.zeros(len(ids), dtype=bool) for ids in parts]
+        out: list[np.ndarray] | None = None
         for shard_ids, vectors in self.iter_shards(fp):
             if out is None:
-                out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
-            dst = wanted.find(shard_ids)
-            src = np.flatnonzero(dst >= 0)
-            out[dst[src]] = vectors[src]
-            filled[dst[src]] = True
-        self._all_found(fp, ids, filled, wanted)
+                out = [np.empty((len(ids), vectors.shape[1]), np.float32) for ids in parts]
+            for index, into, done in zip(wanted, out, filled, strict=True):
+                dst = index.find(shard_ids)
+                src = np.flatnonzero(dst >= 0)
+                into[dst[src]] = vectors[src]
+                done[dst[src]] = True
+        for ids, done, index in zip(parts, filled, wanted, strict=True):
+            self._all_found(fp, ids, done, index)
         if out is None:
             raise NotFoundError(f"the store holds no {fp} embeddings")
         return out

@@ -85,12 +85,16 @@ class IdIndex:
 
     def __init__(self, ids: Ids) -> None:
         keys = as_keys(ids)
-        self._order = np.argsort(keys, kind="stable")
-        if keys is ids or isinstance(ids, SampleIds):  # the caller's array: sorted as a copy
-            self._sorted = keys[self._order]
-        else:  # made here: sorted in place, so a million ids are not held twice
-            keys.sort()
-            self._sorted = keys
+        self._order: np.ndarray | None = None  # None: the list is sorted, positions are its own
+        if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
+            self._order = np.argsort(keys, kind="stable")
+            if keys is ids or isinstance(ids, SampleIds):  # the caller's: sorted as a copy
+                keys = keys[self._order]
+            else:  # made here: sorted in place, so a million ids are not held twice
+                keys.sort()
+        # A pool is scanned in id order: its ids are searched as they are, with no copy
+        # (the caller does not change them while the index lives).
+        self._sorted = keys
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -101,7 +105,8 @@ class IdIndex:
         if not len(self._sorted) or not len(wanted):
             return np.full(len(wanted), -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
-        return np.where(self._sorted[at] == wanted, self._order[at], -1)
+        positions = at if self._order is None else self._order[at]
+        return np.where(self._sorted[at] == wanted, positions, -1)
 
     def contains(self, ids: Ids) -> np.ndarray:
         """bool (len(ids),): which of ``ids`` are in the list."""

@@ -33,7 +33,6 @@ from flywheel.learn.snapshots import save_embeddings
 from flywheel.select.outcome import SelectionOutcome, pseudo_label_quality
 from flywheel.select.result import Decision
 from flywheel.select.strategies import SelectionInputs, model_opinions, strategy
-from flywheel.store.id_index import SampleIds, as_keys
 from flywheel.workspace import Workspace
 
 
@@ -80,9 +79,7 @@ def planned_choice(
     pool_ids = data.pool_ids if with_pool else []
     parts = (data.labeled.ids, pool_ids, data.test.ids)
     try:
-        every = store.get(plan.fingerprint, SampleIds(np.concatenate([as_keys(p) for p in parts])))
-        ends = np.cumsum([len(ids) for ids in parts])
-        labeled, pool, test = np.split(every, ends[:2])
+        labeled, pool, test = store.get_parts(plan.fingerprint, parts)
     except NotFoundError:
         module = load_embedder(read_embedder_file(ws, cycle_id), learning, plan.spec)
         embedder = Embedder(plan.embedder, module, plan.fingerprint)

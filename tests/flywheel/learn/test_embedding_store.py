@@ -4,6 +4,7 @@ import pytest
 
 from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn.embedding_store import EmbeddingStore, shard_name
+from flywheel.store.id_index import SampleIds
 
 FP = "ab" * 12
 
@@ -67,6 +68,19 @@ def test_fingerprints_are_kept_apart_and_missing_rows_are_named(tmp_path):
     assert store.known_ids("cd" * 12) == set()
     with pytest.raises(InvalidInputError, match="distinct"):
         store.get(FP, ["s1", "s1"])
+
+
+def test_parts_are_read_in_one_pass_each_in_its_order(tmp_path):
+    store = EmbeddingStore(str(tmp_path))
+    store.put(FP, ["s1", "s2"], vectors_for(["s1", "s2"]))
+    store.put(FP, ["s3", "s4"], vectors_for(["s3", "s4"]))
+    parts = [["s4", "s1"], SampleIds(["s2", "s3"]), []]
+    got = store.get_parts(FP, parts)
+    assert [g.shape for g in got] == [(2, 2), (2, 2), (0, 2)]
+    for ids, vectors in zip(parts, got, strict=True):
+        np.testing.assert_array_equal(vectors, vectors_for(list(ids)).reshape(-1, 2))
+    with pytest.raises(NotFoundError, match="s9"):
+        store.get_parts(FP, [["s1"], ["s9"]])
 
 
 def test_a_sample_in_two_shards_is_read_once(tmp_path):

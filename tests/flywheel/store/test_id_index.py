@@ -39,3 +39,13 @@ def test_an_index_over_sample_ids_leaves_them_in_their_order() -> None:
     assert IdIndex(ids).find(["a", "b", "c"]).tolist() == [1, 2, 0]
     assert ids == ["c", "a", "b"]  # sorted as a copy, not in place
     assert as_keys(ids) is ids.keys
+
+
+def test_ids_already_in_order_are_searched_as_they_are():
+    keys = np.array([b"a", b"b", b"b", b"d"])
+    index = IdIndex(keys)
+    assert index._sorted is keys and index._order is None  # no sorted copy, no order
+    assert index.find(["b", "d", "c", "a"]).tolist() == [1, 3, -1, 0]  # "b": its first
+    assert index.duplicates() == ["b"]
+    pool = SampleIds(["a", "c"])  # a scanned pool, in id order
+    assert IdIndex(pool)._sorted is pool.keys
