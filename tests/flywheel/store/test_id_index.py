@@ -29,7 +29,10 @@ def test_sample_ids_read_as_the_list_of_strings_they_hold() -> None:
     assert ids[1:] == ["ab", "e"] and isinstance(ids[1:], SampleIds)
     assert ids[np.array([2, 0])] == ["e", "c"]
     assert ids[np.array([True, False, True])] == ["c", "e"]
-    assert ["x"] + ids == ["x", "c", "ab", "e"] and ids + ["x"] == ["c", "ab", "e", "x"]
+    # a list joined with the pool's ids, as the SSL key does: still bytes
+    assert ["x"] + ids == ["x", "c", "ab", "e"]  # noqa: RUF005
+    assert ids + ["x"] == ["c", "ab", "e", "x"]  # noqa: RUF005
+    assert isinstance(["x"] + ids, SampleIds)  # noqa: RUF005
     assert ids.lines() == b"c\nab\ne"
     assert SampleIds(iter(["a"])) == ["a"] and SampleIds() == [] and ids != ["c"]
 
