@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from harness import wheel
-from harness.cli import add_out, add_seeds, parser
+from harness.cli import add_learning, add_out, add_seeds, learning_overrides, parser
 from harness.digits import NUM_CLASSES, digits_uint8, draw_labels, pool_test_split
 from harness.results import markdown_table, read_json, write_json
 from harness.stats import Stopwatch
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10])
     add_seeds(ap, [0, 1, 2, 3, 4])
     ap.add_argument("--cycles", type=int, default=5)
+    add_learning(ap)
     add_out(ap, Path("bench/results/learning.json"))
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
     args = ap.parse_args()
@@ -84,10 +85,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="sklearn")
     results = []
+    overrides = learning_overrides(args)
     for n in args.labels_per_class:
         for seed in args.seeds:
             s = split(seed, n)
-            learning = LearningSettings(seed=seed)
+            learning = LearningSettings(**{**overrides, "seed": seed})
             with Stopwatch() as t_fw:
                 fw = run_flywheel(s, learning, args.cycles)
             row = {
@@ -101,6 +103,7 @@ def main() -> None:
                     s, learning.model_copy(update={"augment": fw["profile"]["augment"]})
                 ),
                 **run_sklearn(s),
+                "learning": overrides,
             }
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "cycles"}), flush=True)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from harness import wheel
-from harness.cli import add_out, add_seeds, parser
+from harness.cli import add_learning, add_out, add_seeds, learning_overrides, parser
 from harness.image_sets import SETS, ImageSet, split
 from harness.results import markdown_table, pyplot, read_json, save_figure, write_json
 from harness.stats import Stopwatch
@@ -208,13 +208,7 @@ def main() -> None:
     ap.add_argument("--labels-per-class", type=int, default=5)
     add_seeds(ap, [0, 1, 2])
     ap.add_argument("--cycles", type=int, default=5)
-    ap.add_argument(
-        "--learning",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="learning settings other than the defaults (recorded with every result)",
-    )
+    add_learning(ap)
     add_out(ap, Path("bench/results/suite.json"))
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these JSONs")
     ap.add_argument("--plots", type=Path, help="also draw one PNG per data set in this folder")
@@ -229,7 +223,7 @@ def main() -> None:
         if args.plots:
             plot_sets(rows, args.plots)
         return
-    overrides = dict(item.split("=", 1) for item in args.learning)
+    overrides = learning_overrides(args)
     jobs = [(name, seed) for name in args.sets for seed in args.seeds]
     results: list[dict[str, Any]] = []
     with (

@@ -298,6 +298,10 @@ class LearningSettings(BaseModel):
     # while a class has a single label, so nothing can be held out and certified (measured:
     # 70 -> 93 % on digits at 1 label a class; neutral or worse with 5, BENCHMARKS §18).
     teacher: Literal["auto", "propagation", "none"] = "auto"
+    # The features the teacher propagates over: "selection" (the cycle's label-free
+    # embedding), or "champion": the continued champion's own features when there is one
+    # (Iscen et al. propagate over the network being trained; a first cycle has none).
+    teacher_features: Literal["selection", "champion"] = "selection"
     # A strategy of flywheel.select.strategies.STRATEGIES. "agreement": newest model and kNN
     # anchors must agree, class-balanced quota growing per cycle (measured best on digits);
     # "calibrated": per-class thresholds calibrated on held-out human labels to reach

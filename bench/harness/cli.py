@@ -35,6 +35,22 @@ def add_seeds(ap: argparse.ArgumentParser, default: list[int]) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=default)
 
 
+def add_learning(ap: argparse.ArgumentParser) -> None:
+    """``--learning KEY=VALUE ...``: learning settings other than the defaults."""
+    ap.add_argument(
+        "--learning",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="learning settings other than the defaults (recorded with every result)",
+    )
+
+
+def learning_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``--learning``'s KEY=VALUE items as a dict (pydantic converts the values)."""
+    return dict(item.split("=", 1) for item in args.learning)
+
+
 def self_command(script: str, *args: str) -> list[str]:
     """The command that re-runs ``script`` (a benchmark's ``__file__``) with ``args``: a
     benchmark measures in a fresh process where one process's state would skew the next

@@ -34,10 +34,12 @@ class PoolTeacher:
     # propagated); None when some class has a single label and cannot be held out.
     heldout_accuracy: float | None
     reason: str = ""  # why the cycle is taught (teacher_rule)
+    features: str = ""  # what the labels were propagated over (an embedder, or "champion")
 
     def summary(self) -> dict[str, Any]:
         return {
             "reason": self.reason,
+            "features": self.features,
             "heldout_accuracy": self.heldout_accuracy,
             "mean_certainty": round(float(self.weights.mean()), 4) if len(self.weights) else None,
             "pool": len(self.labels),
@@ -81,6 +83,7 @@ def propagation_teacher(
     num_classes: int,
     learning: LearningSettings,
     reason: str = "",
+    features: str = "",
 ) -> PoolTeacher:
     """Propagate the human ``labels`` (m,) from ``labeled`` (m, d) over a kNN graph of
     ``labeled`` and ``pool`` (n, d) embeddings (unit rows) -> targets for the pool."""
@@ -93,7 +96,7 @@ def propagation_teacher(
         raise InvalidInputError(f"need one label per labeled row, got {len(labels)}")
     if len(pool) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return PoolTeacher(empty, np.zeros(0, dtype=np.float32), None, reason)
+        return PoolTeacher(empty, np.zeros(0, dtype=np.float32), None, reason, features)
     cfg = SelectionConfig(
         propagation=True,
         propagation_k=learning.k,
@@ -107,4 +110,5 @@ def propagation_teacher(
     if held_out[held_out > 0].min() >= MIN_LABELS_TO_HOLD_OUT:
         accuracy = round(float((cross_fitted.argmax(1) == labels).mean()), 4)
     spread = full[len(labeled) :]
-    return PoolTeacher(spread.argmax(1).astype(np.int64), certainty(spread), accuracy, reason)
+    targets = spread.argmax(1).astype(np.int64)
+    return PoolTeacher(targets, certainty(spread), accuracy, reason, features)

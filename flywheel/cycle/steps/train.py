@@ -46,6 +46,7 @@ from flywheel.learn.recipe import (
     train_ssl_backbone,
 )
 from flywheel.learn.registry import DATASET_VERSION_TAG, ModelRegistry, ModelVersion, classes_tag
+from flywheel.learn.ssl.embed import embed
 from flywheel.learn.ssl.lineage import SSLRun
 from flywheel.learn.training import EvalResult, evaluate
 from flywheel.select.teacher import PoolTeacher, propagation_teacher, teacher_rule
@@ -109,14 +110,31 @@ def warm_start_model(
 
 
 def pool_teacher(
-    ws: Workspace, cycle_id: int, data: CycleData, learning: LearningSettings
+    ws: Workspace,
+    cycle_id: int,
+    data: CycleData,
+    learning: LearningSettings,
+    start_from: nn.Module | None = None,
 ) -> tuple[PoolTeacher | None, dict[str, Any]]:
-    """Targets for the unaccepted pool from the embedding this cycle selected with (None
-    when ``learning.teacher``'s rule says not to teach, or there is no pool), and the
-    summary the cycle's metrics keep."""
+    """Targets for the unaccepted pool (None when ``learning.teacher``'s rule says not to
+    teach, or there is no pool), and the summary the cycle's metrics keep. They are
+    propagated over the embedding this cycle selected with, or over the features of the
+    champion it continues from (``start_from``) when ``learning.teacher_features`` says so."""
     teach, reason = teacher_rule(learning.teacher, data.labeled.labels, data.num_classes)
     if not teach or not data.pool_ids:
         return None, {"reason": reason + (" (but there is no pool)" if teach else "")}
+    if learning.teacher_features == "champion" and isinstance(start_from, Classifier):
+        features = start_from.backbone
+        teacher = propagation_teacher(
+            embed(features, data.labeled.images, device=learning.device),
+            embed(features, data.pool_images, device=learning.device),
+            data.labeled.labels,
+            data.num_classes,
+            learning,
+            reason,
+            "champion",
+        )
+        return teacher, teacher.summary()
     # The store, not the cycle's artifact: its vectors are the same (the plan's embedding),
     # read in the pool's order with no id made a Python string.
     plan = plan_of(load_cycle(ws, cycle_id))
@@ -135,6 +153,7 @@ def pool_teacher(
         data.num_classes,
         learning,
         reason,
+        plan.embedder,
     )
     return teacher, teacher.summary()
 
@@ -206,7 +225,8 @@ def train_step(
         if registered.run_id:  # what the dead attempt started from, as its run recorded
             params = registry.client.get_run(registered.run_id).data.params
             metrics["started_from"] = params.get("started_from")
-        metrics["teacher"] = pool_teacher(ws, cycle_id, data, learning)[1]  # as trained
+        start_from = warm_start_model(champion, champion_model, data, learning)
+        metrics["teacher"] = pool_teacher(ws, cycle_id, data, learning, start_from)[1]
         model_version, gate = registered.version, judged.gate
     else:
         if cycle.mlflow_run_id:
@@ -245,7 +265,7 @@ def train_and_register(
     planned = SSLRun(**selection["ssl"]) if selection.get("ssl") else None
     ssl = train_ssl_backbone(data, learning, cache, pretrained=pretrained, run=planned)
     start_from = warm_start_model(champion, champion_model, data, learning)
-    teacher, taught = pool_teacher(ws, cycle_id, data, learning)
+    teacher, taught = pool_teacher(ws, cycle_id, data, learning, start_from)
     profile = outputs.get(PROFILE) or {}
     run_params = {
         **learning.model_dump(),

@@ -442,6 +442,7 @@ def test_select_step_saves_the_chosen_embedding_of_every_sample(ws, registry) ->
 def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, registry) -> None:
     from flywheel.learn.data import load_cycle_data
     from flywheel.learn.snapshots import load_embeddings
+    from flywheel.learn.ssl.embed import embed
     from flywheel.select.teacher import propagation_teacher
 
     ingest_digits(ws, N_DIGITS)
@@ -458,12 +459,31 @@ def test_train_step_teaches_the_pool_from_the_embedding_it_selected_with(ws, reg
         data.num_classes,
         learning,
         "teacher: propagation",
+        snap.name,
     )
     assert cycle.metrics["teacher"] == expected.summary()
     assert cycle.metrics["teacher"]["pool"] == len(data.pool_ids)
     params = registry.client.get_run(cycle.mlflow_run_id).data.params
     assert params["teacher"] == "propagation"
     assert params["teacher_heldout_accuracy"] == str(expected.heldout_accuracy)
+
+    # Over the features of the champion the next cycle continues from, when asked.
+    champion = registry.champion()
+    assert champion is not None
+    features = registry.load(champion.version).backbone
+    on_champion = learning.model_copy(update={"teacher_features": "champion"})
+    second = load_cycle(ws, run_cycle(ws, registry, on_champion).cycle_id)
+    assert second.metrics["started_from"] == f"champion {champion.version}"
+    expected = propagation_teacher(
+        embed(features, data.labeled.images),
+        embed(features, data.pool_images),
+        data.labeled.labels,
+        data.num_classes,
+        on_champion,
+        "teacher: propagation",
+        "champion",
+    )
+    assert second.metrics["teacher"] == expected.summary()
 
     # The default asks the labels: every class has several, so selection can be certified
     # and the pool is not taught; the reason says so.
