@@ -297,7 +297,7 @@ class LearningSettings(BaseModel):
     # FixMatch's own pseudo-labels teach the rest of the pool; "auto": propagation only
     # while a class has a single label, so nothing can be held out and certified (measured:
     # 70 -> 93 % on digits at 1 label a class; neutral or worse with 5, BENCHMARKS §18).
-    teacher: Literal["auto", "propagation", "none"] = "auto"
+    teacher: Literal["auto", "continued", "propagation", "none"] = "auto"
     # The features the teacher propagates over: "selection" (the cycle's label-free
     # embedding), or "champion": the continued champion's own features when there is one
     # (Iscen et al. propagate over the network being trained; a first cycle has none).
