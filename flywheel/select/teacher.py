@@ -46,21 +46,14 @@ class PoolTeacher:
         }
 
 
-def teacher_rule(
-    mode: str, labels: np.ndarray, num_classes: int, continuing: bool = False
-) -> tuple[bool, str]:
-    """(teach?, reason) for ``learning.teacher`` ``mode``, the human ``labels`` (m,) and
-    whether the cycle continues from a champion."""
+def teacher_rule(mode: str, labels: np.ndarray, num_classes: int) -> tuple[bool, str]:
+    """(teach?, reason) for ``learning.teacher`` ``mode`` and the human ``labels`` (m,)."""
     if mode == "none":
         return False, "teacher: none"
     if mode == "propagation":
         return True, "teacher: propagation"
-    if mode == "continued" and continuing:
-        return True, "continued: the cycle continues from a champion"
-    if mode not in ("auto", "continued"):
-        raise InvalidInputError(
-            f"unknown teacher mode {mode!r}: auto, continued, propagation or none"
-        )
+    if mode != "auto":
+        raise InvalidInputError(f"unknown teacher mode {mode!r}: auto, propagation or none")
     fewest = int(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).min())
     if fewest < MIN_LABELS_TO_HOLD_OUT:
         return True, (

@@ -120,9 +120,7 @@ def pool_teacher(
     teach, or there is no pool), and the summary the cycle's metrics keep. They are
     propagated over the embedding this cycle selected with, or over the features of the
     champion it continues from (``start_from``) when ``learning.teacher_features`` says so."""
-    teach, reason = teacher_rule(
-        learning.teacher, data.labeled.labels, data.num_classes, start_from is not None
-    )
+    teach, reason = teacher_rule(learning.teacher, data.labeled.labels, data.num_classes)
     if not teach or not data.pool_ids:
         return None, {"reason": reason + (" (but there is no pool)" if teach else "")}
     if learning.teacher_features == "champion" and isinstance(start_from, Classifier):

@@ -78,9 +78,5 @@ def test_auto_teaches_only_while_a_class_cannot_be_held_out() -> None:
     assert teacher_rule("auto", two_each, 4)[0] is True
     assert teacher_rule("propagation", two_each, 3)[0] is True
     assert teacher_rule("none", one_short, 3)[0] is False
-    # "continued": whenever the cycle continues from a champion, else as "auto".
-    assert teacher_rule("continued", two_each, 3, continuing=True)[0] is True
-    assert teacher_rule("continued", two_each, 3)[0] is False
-    assert teacher_rule("continued", one_short, 3)[0] is True
     with pytest.raises(InvalidInputError):
         teacher_rule("always", two_each, 3)
