@@ -56,6 +56,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# How long a test waits for a process or a cycle to reach a state: a bound on liveness, not
+# a measure of speed (each wait returns as soon as the state is reached). On two cores that
+# also ran two benchmark processes, a worker took over 180 s to reach a cycle's third
+# training epoch, so the bound is generous; the worker tests' pytest timeout is above it.
+LIVENESS_S = 600.0
+TEST_TIMEOUT_S = 3 * LIVENESS_S
+
+
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -114,7 +122,7 @@ class Deployment:
             self._ws = open_workspace(self.settings)
         return self._ws
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = LIVENESS_S) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "flywheel.cli", "-c", str(self.config), *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
 
@@ -144,7 +152,7 @@ class Deployment:
             self.wait_ready(worker)
         return workers
 
-    def wait_ready(self, worker: Worker, timeout: float = 120) -> None:
+    def wait_ready(self, worker: Worker, timeout: float = LIVENESS_S) -> None:
         def ready() -> bool:
             if worker.proc.poll() is not None:
                 raise AssertionError(f"worker {worker.name} exited:\n{worker.text()}")
@@ -155,7 +163,7 @@ class Deployment:
     def cycle(self, cycle_id: int) -> Cycle:
         return load_cycle(self.ws, cycle_id)
 
-    def wait_cycle(self, cycle_id: int, timeout: float = 240) -> Cycle:
+    def wait_cycle(self, cycle_id: int, timeout: float = LIVENESS_S) -> Cycle:
         def done() -> Cycle | None:
             c = self.cycle(cycle_id)
             return c if c.state in FINISHED else None

@@ -20,9 +20,9 @@ from flywheel.errors import ConflictError
 from flywheel.learn.embedding_store import EmbeddingStore
 from flywheel.learn.registry import ModelRegistry
 from tests.conftest import postgres_schema_url
-from tests.workers.conftest import cycle_summary, wait_until
+from tests.workers.conftest import LIVENESS_S, TEST_TIMEOUT_S, cycle_summary, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 BROKER_A = "redis://127.0.0.1:6379/9"
 
@@ -67,7 +67,9 @@ def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment
         # Two requests at once, two idle workers that could run both: exactly one cycle is
         # queued and runs; the other request is refused.
         runs = [dep.root / f"run-{n}.log" for n in (1, 2)]
-        codes = [p.wait(240) for p in [dep.popen("cycle", "run", "--wait", log=r) for r in runs]]
+        codes = [
+            p.wait(LIVENESS_S) for p in [dep.popen("cycle", "run", "--wait", log=r) for r in runs]
+        ]
         logs = [r.read_text() for r in runs]
         assert sorted(codes) == [0, 1], logs
         assert "one cycle at a time" in logs[codes.index(1)], logs
@@ -82,7 +84,7 @@ def test_a_worker_killed_mid_step_is_replaced_without_duplicates(make_deployment
             match = re.match(r"epoch (\d+)/", c.message or "")
             return c.worker if c.state == "training" and match and int(match[1]) >= 3 else None
 
-        runner = wait_until(training, 180, "cycle 2 to be mid-training")
+        runner = wait_until(training, LIVENESS_S, "cycle 2 to be mid-training")
         # One cycle at a time: a second request is refused while cycle 2 runs.
         with pytest.raises(ConflictError, match="cycle 2 is running by cycle:2"):
             request_cycle(dep.ws, dep.settings.learning, dep.settings.cycles)
@@ -129,7 +131,7 @@ def test_a_worker_killed_mid_shard_has_that_shard_redone_alone(make_deployment, 
                 select(CycleLease.holder).where(CycleLease.name.like(f"{STEP_LEASE}:shard-%"))
             ).first()
 
-    runner = wait_until(mid_shard, 180, "a shard task of cycle 1 to run", every=0.01)
+    runner = wait_until(mid_shard, LIVENESS_S, "a shard task of cycle 1 to run", every=0.01)
     pid = int(runner.rsplit(":", 1)[1])
     victim, survivor = (a, b) if a.owns(pid) else (b, a)
     assert victim.owns(pid), runner
@@ -166,5 +168,5 @@ def test_a_permanent_error_fails_the_cycle_once(make_deployment):
     assert current(dep.ws.db) is None
     again = dep.cli("cycle", "run", "--no-wait")
     assert again.returncode == 0 and "queued cycle 2" in again.stdout
-    wait_until(lambda: dep.cycle(2).state == "failed", 60, "cycle 2 to fail the same way")
+    wait_until(lambda: dep.cycle(2).state == "failed", LIVENESS_S, "cycle 2 to fail the same way")
     assert pending(dep.ws.db) == 0

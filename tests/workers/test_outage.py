@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from flywheel.cycle.outbox import pending
 from flywheel.db import Cycle, Feedback, GroundTruth, Sample
-from tests.workers.conftest import free_port, wait_until
+from tests.workers.conftest import LIVENESS_S, TEST_TIMEOUT_S, free_port, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 USERS = ("ana", "ben", "cy")
 
@@ -38,7 +38,7 @@ def start_redis(port: int, log: Path) -> subprocess.Popen:
         except redis.ConnectionError:
             return False
 
-    wait_until(up, 30, f"redis on port {port}")
+    wait_until(up, LIVENESS_S, f"redis on port {port}")
     return proc
 
 
@@ -72,7 +72,7 @@ def test_feedback_during_a_redis_outage_is_kept_and_reaches_the_next_cycle(
             except httpx.TransportError:
                 return False
 
-        wait_until(serving, 90, "the API")
+        wait_until(serving, LIVENESS_S, "the API")
         with dep.ws.db.session() as s:
             pool = s.execute(
                 select(Sample.id, GroundTruth.label)
@@ -116,14 +116,14 @@ def test_feedback_during_a_redis_outage_is_kept_and_reaches_the_next_cycle(
             with dep.ws.db.session() as s:
                 return s.scalar(select(Cycle).where(Cycle.id == 2))
 
-        cycle = wait_until(queued, 30, "the feedback trigger to queue cycle 2")
+        cycle = wait_until(queued, LIVENESS_S, "the feedback trigger to queue cycle 2")
         assert cycle.trigger == "feedback"
         time.sleep(2 * dep.settings.cycles.relay_interval_s)  # relays fail meanwhile
         assert dep.cycle(2).state == "queued" and pending(dep.ws.db) == 1
         assert "flywheel_outbox_pending 1.0" in api.get("/metrics").text
 
         broker = start_redis(port, redis_log)  # back, empty: the outbox still has the cycle
-        done = dep.wait_cycle(2, timeout=240)
+        done = dep.wait_cycle(2)
         assert done.state in ("promoted", "rejected"), done.error
         assert pending(dep.ws.db) == 0
         with dep.ws.db.session() as s:
